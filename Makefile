@@ -1,0 +1,80 @@
+# Leak-and-crash regression harness for asynchronous C servers.
+#   make demo   build everything and show each bug next to its fix
+#   make test   install what is missing, build, run the test suite
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+# A Python that can import pytest: Debian's first, then whatever is on PATH.
+PYTHON ?= $(shell for p in /usr/bin/python3 python3; do \
+            $$p -c 'import pytest' 2>/dev/null && { command -v $$p; break; }; done)
+ifeq ($(PYTHON),)
+PYTHON_OR_DEPS = deps
+PY = /usr/bin/python3
+else
+PY = $(PYTHON)
+endif
+
+DEB_PACKAGES := libuv1-dev valgrind python3-pytest python3-pytest-xdist \
+                python3-hypothesis pkg-config gcc make
+BUILD := build
+CC ?= gcc
+CFLAGS ?= -g -O0 -Wall -Wextra -Werror=implicit-function-declaration
+UV_CFLAGS = $(shell pkg-config --cflags libuv 2>/dev/null)
+UV_LIBS = $(shell pkg-config --libs libuv 2>/dev/null || echo -luv)
+
+COMMON_SRC := $(wildcard servers/common/*.c)
+COMMON_HDR := $(wildcard servers/common/*.h)
+# servers/NAME/NAME.c -> build/servers/NAME/NAME (single-variant servers)
+SINGLE := $(foreach d,$(wildcard servers/*/),$(if $(wildcard $(d)buggy.c),,$(wildcard $(d)$(notdir $(patsubst %/,%,$(d))).c)))
+SINGLE_BIN := $(patsubst servers/%.c,$(BUILD)/servers/%,$(SINGLE))
+# servers/PATTERN/{buggy,fixed}.c -> build/servers/PATTERN/{buggy,fixed}
+PAIR_SRC := $(wildcard servers/*/buggy.c servers/*/fixed.c)
+PAIR_BIN := $(patsubst servers/%.c,$(BUILD)/servers/%,$(PAIR_SRC))
+PROG_SRC := $(wildcard tests/progs/*.c)
+PROG_BIN := $(patsubst tests/progs/%.c,$(BUILD)/progs/%,$(PROG_SRC))
+
+.PHONY: help deps servers progs test demo clean repro
+
+help:
+	@echo "make demo    build everything and show each bug next to its fix"
+	@echo "make test    install what is missing, build, run the tests"
+	@echo "make deps    install the Debian packages this project needs"
+	@echo "make servers build every server under servers/ into $(BUILD)/"
+	@echo "make repro P=PATTERN [V=buggy]  reproduce one bug locally"
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo "missing Debian packages:" $$missing; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	elif sudo -n true 2>/dev/null; then SUDO=sudo; \
+	else echo "run: sudo apt-get update && sudo apt-get install -y" $$missing; exit 1; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
+
+servers: $(SINGLE_BIN) $(PAIR_BIN)
+progs: $(PROG_BIN)
+
+$(BUILD)/servers/%: servers/%.c $(COMMON_SRC) $(COMMON_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(UV_CFLAGS) -o $@ $< $(COMMON_SRC) $(UV_LIBS)
+
+$(BUILD)/progs/%: tests/progs/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -w -o $@ $<
+
+test: deps
+	@$(MAKE) --no-print-directory servers progs
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: deps
+	@$(MAKE) --no-print-directory servers
+	$(PY) -m harness demo
+
+repro: deps
+	@$(MAKE) --no-print-directory servers
+	$(PY) -m harness run $(P) --variant $(or $(V),buggy) $(if $(S),--scenario $(S))
+
+clean:
+	rm -rf $(BUILD) .pytest_cache
+	find reports -mindepth 1 ! -name README.md -exec rm -rf {} +

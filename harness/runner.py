@@ -1,0 +1,131 @@
+"""One case, start to verdict: launch the server, play the scenario, stop it,
+parse the log, judge.  Writes result.json next to the log and the output."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .clients import PlayResult, play
+from .judge import Judgement, LeakPolicy, judge
+from .launch import Server, Target, ValgrindOptions
+from .model import ExitInfo, Verdict
+from .scenario import Scenario
+from .timeouts import Deadlines
+from .vglog import LogParseError, ValgrindLog, parse_lines
+
+
+@dataclass
+class RunOptions:
+    valgrind: ValgrindOptions = field(default_factory=ValgrindOptions)
+    leak_policy: LeakPolicy = field(default_factory=LeakPolicy)
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    require_exit_zero: bool = False
+
+
+@dataclass
+class RunResult:
+    name: str
+    scenario: str
+    argv: list[str]
+    run_dir: Path
+    judgement: Judgement
+    log: ValgrindLog | None
+    exit: ExitInfo | None
+    ready: bool
+    port: int | None
+    play: PlayResult
+    seconds: float
+    log_path: Path
+    stdout_path: Path
+    stderr_path: Path
+    leak_policy: str = "strict"
+    startup_output: str = ""
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.judgement.verdict
+
+    def to_json(self) -> dict:
+        proc = self.log.main if self.log else None
+        heap = proc.heap.to_json() if proc else None
+        return {
+            "name": self.name,
+            "scenario": self.scenario,
+            "verdict": self.verdict.label,
+            "reasons": self.judgement.reasons,
+            "fatal_signal": self.judgement.fatal_signal.name if self.judgement.fatal_signal else None,
+            "fatal": self.judgement.fatal_signal.to_json() if self.judgement.fatal_signal else None,
+            "errors": proc.errors.to_json() if proc and proc.errors else None,
+            "heap": heap,
+            "findings": [f.to_json() for f in self.judgement.findings],
+            "exit": None if self.exit is None else {
+                "returncode": self.exit.returncode, "hung": self.exit.hung,
+                "exited_early": self.exit.exited_early, "stop_seconds": self.exit.stop_seconds},
+            "ready": self.ready,
+            "port": self.port,
+            "leak_kinds": self.leak_policy,
+            "scenario_failures": self.play.failures,
+            "notes": self.play.notes,
+            "command": self.argv,
+            "seconds": round(self.seconds, 3),
+            "log": str(self.log_path),
+            "stdout": str(self.stdout_path),
+            "stderr": str(self.stderr_path),
+            "processes": len(self.log.processes) if self.log else 0,
+        }
+
+
+def read_log(path: Path) -> tuple[ValgrindLog | None, str | None]:
+    """The parsed log, or None and why not."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return parse_lines(f), None
+    except FileNotFoundError:
+        return None, f"valgrind wrote no log at {path}"
+    except LogParseError as exc:
+        return None, str(exc)
+
+
+def run_case(target: Target, scenario: Scenario, run_dir: Path,
+             options: RunOptions | None = None) -> RunResult:
+    options = options or RunOptions()
+    settings = scenario.settings
+    base = options.deadlines
+    d = Deadlines(settings.ready_timeout or base.ready, settings.step_timeout or base.step,
+                  settings.stop_timeout or base.stop).scaled()
+    ready_s, step_s, stop_s = d.ready, d.step, d.stop
+    policy = settings.leak_policy or options.leak_policy
+    target.host = settings.host if settings.host != "127.0.0.1" else target.host
+
+    started = time.monotonic()
+    server = Server(target, run_dir, options.valgrind)
+    server.start()
+    played = PlayResult()
+    player = None
+    try:
+        ready = server.wait_ready(ready_s)
+        if ready:
+            played, player = play(scenario, target.host, server.port,
+                                  lambda: server.stop(settings.stop_signal, stop_s), step_s)
+        exit_info = server.stop(settings.stop_signal, stop_s)
+    finally:
+        if player is not None:
+            player.close_all()
+        server.kill()
+    # A native run (no valgrind) has no log to read: only how it ended counts.
+    log, parse_error = read_log(server.log_path) if options.valgrind.enabled else (None, None)
+    judgement = judge(log, exit_info, policy, ready=ready, parse_error=parse_error,
+                      scenario_failures=played.failures,
+                      require_exit_zero=options.require_exit_zero)
+    result = RunResult(
+        name=target.name or Path(target.argv[0]).name, scenario=scenario.name,
+        argv=list(target.argv), run_dir=run_dir, judgement=judgement, log=log,
+        exit=exit_info, ready=ready, port=server.port, play=played,
+        seconds=time.monotonic() - started, log_path=server.log_path,
+        stdout_path=server.stdout_path, stderr_path=server.stderr_path,
+        leak_policy=policy.describe(),
+        startup_output="" if ready else server.output_tail())
+    (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result

@@ -1,0 +1,128 @@
+/* A plain-sockets TCP server that is not built on the project's common layer:
+ * the shape of "somebody else's server" for the harness's end-to-end tests.
+ *
+ *   toy_server MODE PORT
+ *
+ * It listens on 127.0.0.1:PORT (0 picks one and prints it), prints nothing
+ * else on stdout, and serves one connection at a time as a line echo.  MODE:
+ *   echo         correct; exits 0 on SIGTERM
+ *   leak         keeps a copy of every line it echoes, never freed
+ *   nullcall     calls a NULL handler on the first line it reads (SIGSEGV)
+ *   ignore-term  ignores SIGTERM (and SIGINT): only SIGKILL ends it
+ *   die-at-start exits with status 3 before listening
+ *   never-listen sleeps without ever listening
+ *   flood        writes megabytes to stdout and stderr, then serves as echo
+ *   fork         forks a child that also stays alive, then serves as echo
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop;
+static const char *mode;
+
+struct kept { struct kept *next; char line[]; };
+
+static void on_term(int sig) { (void)sig; stop = 1; }
+
+static void remember_line(const char *line, size_t len) {
+  static struct kept *dummy;
+  struct kept *k = malloc(sizeof(*k) + len + 1);
+  memcpy(k->line, line, len);
+  k->line[len] = '\0';
+  k->next = NULL;
+  dummy = NULL;  /* drop the only pointer: definitely lost */
+  (void)dummy;
+}
+
+typedef void (*handler_fn)(const char *, size_t);
+
+static void serve(int fd) {
+  char buf[4096];
+  handler_fn handler = NULL;
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0)
+      break;
+    if (!strcmp(mode, "leak"))
+      remember_line(buf, (size_t)n);
+    if (!strcmp(mode, "nullcall"))
+      handler(buf, (size_t)n);
+    if (write(fd, buf, (size_t)n) < 0)
+      break;
+  }
+  close(fd);
+}
+
+static void flood(void) {
+  static char chunk[65536];
+  memset(chunk, 'f', sizeof(chunk) - 1);
+  for (int i = 0; i < 64; i++) {
+    fputs(chunk, stdout);
+    fputs(chunk, stderr);
+  }
+  fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+  struct sockaddr_in addr;
+  struct sigaction sa;
+  int lfd, one = 1;
+  socklen_t len = sizeof(addr);
+
+  if (argc != 3) {
+    fprintf(stderr, "usage: toy_server MODE PORT\n");
+    return 2;
+  }
+  mode = argv[1];
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = !strcmp(mode, "ignore-term") ? SIG_IGN : on_term;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  if (!strcmp(mode, "die-at-start")) {
+    fprintf(stderr, "toy_server: cannot start (on purpose)\n");
+    return 3;
+  }
+  if (!strcmp(mode, "never-listen")) {
+    while (!stop)
+      pause();
+    return 0;
+  }
+  if (!strcmp(mode, "flood"))
+    flood();
+  if (!strcmp(mode, "fork") && fork() == 0) {
+    while (!stop)
+      pause();
+    _exit(0);
+  }
+  lfd = socket(AF_INET, SOCK_STREAM, 0);
+  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((unsigned short)atoi(argv[2]));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, 64) < 0) {
+    perror("toy_server: bind/listen");
+    return 1;
+  }
+  getsockname(lfd, (struct sockaddr *)&addr, &len);
+  fprintf(stderr, "toy_server: %s mode on port %d\n", mode, ntohs(addr.sin_port));
+  while (!stop) {
+    struct pollfd pfd = {lfd, POLLIN, 0};
+    if (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+      continue;
+    int fd = accept(lfd, NULL, NULL);
+    if (fd >= 0)
+      serve(fd);
+  }
+  close(lfd);
+  return 0;
+}
