@@ -364,6 +364,7 @@ class Storm:
         self.stall_bytes = step.get("stall_bytes")
         self.timeout = player._timeout(step) * max(1, self.count // 100)
         self.started = 0
+        self.idle_planned = 0
         self.active = 0
         self.done: dict[str, int] = {}
         self.failed = 0
@@ -394,8 +395,11 @@ class Storm:
 
     def _start(self) -> None:
         ending = self.rng.choice(self.endings)
-        if ending == "idle" and len(self.player.idle) >= self.max_idle:
-            ending = "close"
+        if ending == "idle":
+            if self.idle_planned >= self.max_idle:
+                ending = "close"
+            else:
+                self.idle_planned += 1
         payload = b"".join(b"storm %d line %d\n" % (self.started, i) for i in range(self.lines))
         conn = _StormConn(self.started, ending, payload)
         self.started += 1

@@ -1,0 +1,35 @@
+"""Shared pytest set-up: the built programs the tests need, and a scratch
+directory per test for run output."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+BUILD = ROOT / "build"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_build: needs `make servers progs` first")
+
+
+@pytest.fixture(scope="session")
+def build_dir() -> Path:
+    """The build tree; tests are run by `make test`, which builds it first."""
+    if not (BUILD / "servers" / "echo" / "echo").exists():
+        pytest.fail("build/ is missing: run the tests through `make test` (it builds first)")
+    if shutil.which("valgrind") is None:
+        pytest.fail("valgrind is not installed: `make deps` installs it")
+    return BUILD
+
+
+@pytest.fixture
+def toy_server(build_dir: Path) -> Path:
+    return build_dir / "progs" / "toy_server"
+
+
+@pytest.fixture
+def echo_server(build_dir: Path) -> Path:
+    return build_dir / "servers" / "echo" / "echo"
