@@ -170,7 +170,8 @@ def print_result(result: RunResult, index: SourceIndex, verbose: bool = True) ->
         print("  server output:")
         for line in result.startup_output.splitlines()[-20:]:
             print(f"    {line}")
-    print(f"  log:    {_rel(result.log_path)}")
+    if result.log is not None or result.judgement.verdict is Verdict.UNRESOLVED:
+        print(f"  log:    {_rel(result.log_path)}")
     print(f"  output: {_rel(result.stdout_path)}, {_rel(result.stderr_path)}")
 
 
@@ -298,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, TargetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (| head): nothing more to say.
+        sys.stderr.close()
+        return EXIT_CLEAN
     except KeyboardInterrupt:
         launch.kill_all()
         print("interrupted: every server this run started was killed", file=sys.stderr)

@@ -3,6 +3,8 @@
 #ifndef SERVERS_COMMON_LIST_H
 #define SERVERS_COMMON_LIST_H
 
+#include <stddef.h>
+
 typedef struct list_node {
   struct list_node *prev;
   struct list_node *next;

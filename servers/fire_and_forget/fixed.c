@@ -1,0 +1,162 @@
+/* fire_and_forget, fixed: every task's result is held and waited for.
+ *
+ * Mechanism of the bug (seeds 000 and 001, concurrencpp-X tcp_echo_server):
+ * the accept loop and every session ran as tasks whose result handle was
+ * dropped (`run().run()`), so at stop nothing could reach them and every task
+ * still suspended kept its state forever.
+ *
+ * The fix, as in the seed: the server holds the accept loop's result
+ * (accept_task_) and every session's (sessions_), and stop is ordered:
+ * close the acceptor (the accept loop finishes), close every session's socket
+ * (each session finishes in its close callback), let the loop run dry, then
+ * wait on every held result, which frees the task's state.  A session that
+ * ends before the stop is waited on at once, so the registry stays small.
+ *
+ * Trigger of the bug: sessions connected when the stop signal arrives
+ * (scenario sessions-at-stop).  What valgrind shows here: `All heap blocks
+ * were freed -- no leaks are possible`, exit status 0.
+ */
+#include <stdlib.h>
+
+#include "../common/server.h"
+#include "../common/task.h"
+
+/* The accept loop's state, as a task. */
+typedef struct accept_task {
+  task_t task;
+  srv_t *srv;
+  size_t accepted;
+} accept_task_t;
+
+typedef struct server {
+  srv_t srv;
+  accept_task_t *accept_task; /* accept_task_ = run().run() */
+  task_registry_t sessions;   /* sessions_ */
+} server_t;
+
+/* A session's state, as a task: it finishes when its socket has closed. */
+typedef struct session {
+  task_t task;
+  uv_tcp_t tcp;
+  uv_shutdown_t shutdown;
+  struct server *server;
+  size_t echoed;
+} session_t;
+
+typedef struct echo_write {
+  uv_write_t req;
+  uv_buf_t buf;
+} echo_write_t;
+
+static void on_session_closed(uv_handle_t *handle) {
+  session_t *s = handle->data;
+  server_t *server = s->server;
+  task_finish(&s->task);
+  task_registry_release(&server->sessions, &s->task);
+}
+
+static void session_close(session_t *s) {
+  if (!uv_is_closing((uv_handle_t *)&s->tcp))
+    uv_close((uv_handle_t *)&s->tcp, on_session_closed);
+}
+
+static void after_write(uv_write_t *req, int status) {
+  echo_write_t *w = (echo_write_t *)req;
+  session_t *s = req->handle->data;
+  srv_free_buf(&w->buf);
+  free(w);
+  if (status < 0 && status != UV_ECANCELED)
+    session_close(s);
+}
+
+static void session_echo(session_t *s, const uv_buf_t *buf, size_t len) {
+  echo_write_t *w = srv_xmalloc(sizeof(*w));
+  int rc;
+  w->buf = uv_buf_init(buf->base, (unsigned)len);
+  rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &w->buf, 1, after_write);
+  if (rc < 0) {
+    srv_log("uv_write: %s", uv_err_name(rc));
+    srv_free_buf(&w->buf);
+    free(w);
+    session_close(s);
+    return;
+  }
+  s->echoed += len;
+}
+
+static void after_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  session_close(req->handle->data);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  session_t *s = stream->data;
+  if (nread > 0) {
+    session_echo(s, buf, (size_t)nread);
+    return;
+  }
+  srv_free_buf(buf);
+  if (nread == UV_EOF) {
+    uv_read_stop(stream);
+    if (uv_shutdown(&s->shutdown, stream, after_shutdown) == 0)
+      return;
+  }
+  if (nread < 0)
+    session_close(s);
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  accept_task_t *a = listener->data;
+  session_t *s;
+
+  if (status < 0) {
+    srv_log("accept: %s", uv_err_name(status));
+    return;
+  }
+  s = task_spawn(sizeof(*s), "session");
+  s->server = a->srv->data;
+  task_registry_hold(&s->server->sessions, &s->task);
+  SRV_CHECK(uv_tcp_init(a->srv->loop, &s->tcp));
+  s->tcp.data = s;
+  a->accepted++;
+  if (uv_accept(listener, (uv_stream_t *)&s->tcp) < 0 ||
+      uv_read_start((uv_stream_t *)&s->tcp, srv_alloc_buf, on_read) < 0)
+    session_close(s);
+}
+
+static void start_accept_task(srv_t *srv) {
+  accept_task_t *a = task_spawn(sizeof(*a), "accept loop");
+  ((server_t *)srv->data)->accept_task = a;
+  a->srv = srv;
+  srv->listener.data = a;
+}
+
+static void on_listener_closed(uv_handle_t *handle) {
+  accept_task_t *a = handle->data;
+  task_finish(&a->task);
+}
+
+static void on_stop(srv_t *srv) {
+  server_t *server = srv->data;
+  list_node_t *node, *tmp;
+  /* Cancel the acceptor, then close every session's socket; the loop runs
+   * until every task has finished, and main waits on each result. */
+  srv_close_listener(srv, on_listener_closed);
+  LIST_FOREACH_SAFE(node, tmp, &server->sessions.tasks) {
+    session_close(LIST_ENTRY(node, session_t, task.node));
+  }
+}
+
+int main(int argc, char **argv) {
+  server_t server;
+  int rc;
+  task_registry_init(&server.sessions);
+  srv_init(&server.srv, argc, argv, on_connection, on_stop);
+  server.srv.data = &server;
+  start_accept_task(&server.srv);
+  rc = srv_run(&server.srv);
+  if (task_wait_release(&server.accept_task->task) != 0 ||
+      task_registry_wait_all(&server.sessions) != 0)
+    rc = 1;
+  return rc;
+}
