@@ -33,3 +33,23 @@ def toy_server(build_dir: Path) -> Path:
 @pytest.fixture
 def echo_server(build_dir: Path) -> Path:
     return build_dir / "servers" / "echo" / "echo"
+
+
+@pytest.fixture
+def run_pattern(build_dir: Path, tmp_path: Path):
+    """Run one of the project's servers through the harness, as the CLI does."""
+    from harness.launch import Target, ValgrindOptions
+    from harness.patterns import find_pattern
+    from harness.runner import RunOptions, run_case
+    from harness.scenario import load_scenario
+
+    def run(name: str, variant: str, scenario: str, native: bool = False, tag: str = ""):
+        pattern = find_pattern(name)
+        target = Target(argv=[str(pattern.binary(variant)), "--port", "0"],
+                        name=f"{name}-{variant}")
+        options = RunOptions(valgrind=ValgrindOptions(enabled=not native),
+                             require_exit_zero=True)
+        out = tmp_path / f"{name}-{variant}-{scenario}{tag}"
+        return run_case(target, load_scenario(scenario), out, options)
+
+    return run

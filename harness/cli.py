@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (| head): nothing more to say.
         sys.stderr.close()
-        return EXIT_CLEAN
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         launch.kill_all()
         print("interrupted: every server this run started was killed", file=sys.stderr)

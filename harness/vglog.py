@@ -34,20 +34,29 @@ class LogParseError(ValueError):
 _PREFIX = re.compile(r"^(==|--|\*\*)(\d+)\1 ?(.*)$")
 _FRAME = re.compile(r"^(?:at|by) 0x[0-9A-Fa-f]+: (?P<fn>.*?)"
                     r"(?: \((?:in (?P<obj>[^()]*)|(?P<file>[^():]*?)(?::(?P<line>\d+))?)\))?$")
-_DELTA = re.compile(r" \([+-][\d,]+\)")
+_DELTA = re.compile(r" \([+-]\d[\d,]*\)")
 _LOSS = re.compile(
-    r"^(?P<bytes>[\d,]+) (?:\((?P<direct>[\d,]+) direct, (?P<indirect>[\d,]+) indirect\) )?"
-    r"bytes in (?P<blocks>[\d,]+) blocks are (?P<kind>definitely lost|indirectly lost|"
+    r"^(?P<bytes>\d[\d,]*) (?:\((?P<direct>\d[\d,]*) direct, (?P<indirect>\d[\d,]*) indirect\) )?"
+    r"bytes in (?P<blocks>\d[\d,]*) blocks are (?P<kind>definitely lost|indirectly lost|"
     r"possibly lost|still reachable)(?: \(.*?\))? in (?:new |increased |decreased |)?"
-    r"loss record [\d,]+ of [\d,]+$")
-_AMOUNT = re.compile(r"^(?P<bytes>[\d,]+) bytes in (?P<blocks>[\d,]+) blocks$")
-_TOTAL = re.compile(r"^total heap usage: (?P<allocs>[\d,]+) allocs, (?P<frees>[\d,]+) frees,"
-                    r" (?P<bytes>[\d,]+) bytes allocated$")
-_ERRSUM = re.compile(r"^ERROR SUMMARY: (?P<n>[\d,]+) errors from (?P<c>[\d,]+) contexts"
-                     r"(?: \(suppressed: (?P<s>[\d,]+) from (?P<sc>[\d,]+)\))?")
+    r"loss record \d[\d,]* of \d[\d,]*$")
+_AMOUNT = re.compile(r"^(?P<bytes>\d[\d,]*) bytes in (?P<blocks>\d[\d,]*) blocks$")
+_TOTAL = re.compile(r"^total heap usage: (?P<allocs>\d[\d,]*) allocs, (?P<frees>\d[\d,]*) frees,"
+                    r" (?P<bytes>\d[\d,]*) bytes allocated$")
+# The whole line (valgrind always writes the '(suppressed: ...)' part): a log
+# cut inside its last line ('... contexts (suppressed: 0 fr') is not complete.
+_ERRSUM = re.compile(r"^ERROR SUMMARY: (?P<n>\d[\d,]*) errors from (?P<c>\d[\d,]*) contexts"
+                     r" \(suppressed: (?P<s>\d[\d,]*) from (?P<sc>\d[\d,]*)\)$")
 _SIGNAL = re.compile(r"^Process terminating with default action of signal (?P<num>\d+)"
                      r"(?: \((?P<name>SIG\w+)\))?")
 _ADDRESS = re.compile(r"address (0x[0-9A-Fa-f]+)")
+# 'Thread 2:' (or 'Thread 2 name:') heads a record whenever its thread differs
+# from the previous record's, loss records included.
+_THREAD = re.compile(r"^Thread \d+(?: .*)?:$")
+# With -s or -v each error is listed again after the ERROR SUMMARY, headed by
+# '1 errors in context 1 of 2:': a repeat, not a new finding.
+_RELISTED = re.compile(r"^\d[\d,]* errors in context \d[\d,]* of \d[\d,]*:$")
+_PARENT = re.compile(r"^Parent PID: (\d+)$")
 _TOOL = re.compile(r"^(\w[\w-]*), a [\w -]+ detector$")
 
 # Headline prefixes of memcheck's error kinds, in the order they are tried.
@@ -168,7 +177,6 @@ class _ProcessParser:
         self.proc = ProcessLog(pid=pid)
         self.block = _Block()
         self.max_findings = max_findings
-        self.in_leak_summary = False
 
     def feed(self, text: str) -> None:
         if text.strip() in ("", "begin", "end"):
@@ -195,6 +203,10 @@ class _ProcessParser:
             self.proc.dropped_findings += 1
 
     def _record(self, lines: list[tuple[int, str]]) -> None:
+        if _RELISTED.match(lines[0][1]):
+            return      # -s/-v: an error listed again (its record, without markers)
+        if len(lines) > 1 and _THREAD.match(lines[0][1]):
+            lines = lines[1:]
         head = _DELTA.sub("", lines[0][1])
         if head == "HEAP SUMMARY:":
             self._heap_summary(lines[1:])
@@ -204,8 +216,7 @@ class _ProcessParser:
             self.proc.heap.all_freed = True
             self.proc.leak_summary_seen = True
         elif (m := _ERRSUM.match(head)):
-            self.proc.errors = ErrorSummary(_num(m["n"]), _num(m["c"]),
-                                            _num(m["s"] or "0"), _num(m["sc"] or "0"))
+            self.proc.errors = ErrorSummary(_num(m["n"]), _num(m["c"]), _num(m["s"]), _num(m["sc"]))
         elif (m := _SIGNAL.match(head)):
             self._fatal_signal(m, lines[1:])
         elif (m := _LOSS.match(head)):
@@ -222,8 +233,8 @@ class _ProcessParser:
         for _, text in lines:
             if text.startswith("Command: "):
                 self.proc.command = text[len("Command: "):]
-            elif text.startswith("Parent PID: ") and text[12:].strip().isdigit():
-                self.proc.parent_pid = int(text[12:])
+            elif (m := _PARENT.match(text)):
+                self.proc.parent_pid = int(m.group(1))
 
     def _heap_summary(self, lines: list[tuple[int, str]]) -> None:
         self.proc.heap_seen = True
@@ -271,6 +282,8 @@ class _ProcessParser:
         self._add_finding(finding)
 
     def _error_record(self, lines: list[tuple[int, str]]) -> None:
+        if self.proc.errors is not None:
+            return      # after the ERROR SUMMARY: -s/-v listing the errors again
         head = lines[0][1]
         frames = [parse_frame(t) for _, t in lines[1:]]
         kind = kind_of_headline(head)

@@ -74,9 +74,11 @@ def _finding(err: ET.Element) -> Finding:
 
 def _fatal(elem: ET.Element) -> FatalSignal:
     number = int(_text(elem, "signo") or 0)
+    event, address = _text(elem, "event"), _text(elem, "siaddr")
+    # The text log's fault line: ' Bad permissions for mapped region at address 0x0'.
+    fault = f"{event} at address {address}" if event and address else event
     return FatalSignal(number=number, name=_text(elem, "signame") or f"SIG{number}",
-                       fault=_text(elem, "event"), address=_text(elem, "siaddr"),
-                       stack=_stack(elem.find("stack")))
+                       fault=fault, address=address, stack=_stack(elem.find("stack")))
 
 
 def parse_xml(stream: BinaryIO | bytes) -> ValgrindLog:
@@ -115,6 +117,8 @@ def parse_xml(stream: BinaryIO | bytes) -> ValgrindLog:
             raise LogParseError(f"not valgrind XML: {exc}") from None
         proc.notes.append(f"XML cut short: {exc}")
         finished = False
+    except ValueError as exc:   # a number that is none: <pid>abc</pid>
+        raise LogParseError(f"malformed valgrind XML: {exc}") from None
     if not seen_root:
         raise LogParseError("not valgrind XML: no <valgrindoutput> element")
     for finding in proc.findings:
