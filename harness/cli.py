@@ -15,10 +15,13 @@ from pathlib import Path
 
 from . import launch
 from .frames import SourceIndex
+from .gate import (BaselineError, Case, CaseResult, baseline_text, first_own_frames, load_baseline,
+                   project_cases, run_cases, shard)
 from .judge import LeakPolicy, judge
 from .launch import Target, TargetError, ValgrindOptions
-from .model import ExitInfo, Verdict
-from .patterns import ROOT, ManifestError, Pattern, find_pattern
+from .model import ExitInfo, Outcome, Verdict
+from .patterns import ROOT, Expectation, ManifestError, Pattern, all_patterns, find_pattern
+from .report import summary, write_all
 from .runner import RunOptions, RunResult, run_case
 from .scenario import DEFAULT, ScenarioError, load_scenario, named_scenarios, parse_signal
 from .terminal import fatal_lines, finding_lines, process_lines
@@ -234,6 +237,88 @@ def _print_rate(results: list[RunResult], expect) -> None:
         print(f"reproduction rate: {hits}/{len(results)} runs were {what}")
 
 
+# -- matrix and gate ---------------------------------------------------------------
+def _progress(result: CaseResult, done: int, total: int) -> None:
+    mark = "!" if result.outcome.fails else " "
+    print(f"[{done:>3}/{total}]{mark}{result.outcome.label:10} {result.case.id:48} "
+          f"{result.run.verdict.label:14} {result.run.seconds:5.1f}s", flush=True)
+
+
+def _baseline(args: argparse.Namespace) -> dict[str, str]:
+    if not args.baseline:
+        return {}
+    try:
+        return load_baseline(Path(args.baseline))
+    except BaselineError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _finish_gate(results: list[CaseResult], args: argparse.Namespace, out_dir: Path) -> int:
+    paths = write_all(results, out_dir, Path(args.sarif) if args.sarif else None)
+    data = summary(results)
+    _write_json(data, args.json)
+    if args.write_baseline:
+        Path(args.write_baseline).write_text(baseline_text(results))
+        print(f"baseline written: {args.write_baseline}")
+    failing = [r for r in results if r.outcome.fails]
+    for r in failing:
+        print(f"FAIL {r.case.id}: {r.outcome.label}: {r.message}")
+        for line in first_own_frames(r)[:3]:
+            print(f"    {line}")
+        print(f"    log: {_rel(r.run.log_path)}")
+    counts = ", ".join(f"{n} {k}" for k, n in data["counts"].items())
+    print(f"{'PASSED' if not failing else 'FAILED'}: {len(results)} cases ({counts})")
+    print(f"report: {_rel(paths['html'])} (also {paths['md'].name}, {paths['json'].name})")
+    if not failing:
+        return EXIT_CLEAN
+    if all(r.outcome is Outcome.UNRESOLVED for r in failing):
+        return EXIT_UNDECIDED
+    return EXIT_FINDING
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    patterns = all_patterns()
+    if args.pattern:
+        known = {p.name: p for p in patterns}
+        missing = [n for n in args.pattern if n not in known]
+        if missing:
+            raise UsageError(f"--pattern {missing[0]!r}: no such server (known: {', '.join(known)})")
+        patterns = [known[n] for n in args.pattern]
+    for pattern in patterns:
+        for variant in pattern.variants:
+            if not pattern.binary(variant).exists():
+                raise UsageError(f"{pattern.binary(variant)} is not built: run 'make servers' first")
+    cases = shard(project_cases(patterns, RunOptions(
+        valgrind=ValgrindOptions(track_origins=args.track_origins), require_exit_zero=True)), args.shard)
+    out_dir = Path(args.out) if args.out else REPORTS
+    print(f"matrix: {len(cases)} cases, {args.jobs} at a time, under valgrind memcheck", flush=True)
+    results = run_cases(cases, out_dir, args.jobs, _baseline(args), _progress)
+    return _finish_gate(results, args, out_dir)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    args.pattern = None
+    args.variant = None
+    target, _, _ = _resolve_target(args)
+    scenarios = args.scenario or ["echo"]
+    for ref in scenarios:
+        try:
+            load_scenario(ref)
+        except ScenarioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    options = RunOptions(valgrind=ValgrindOptions(track_origins=args.track_origins),
+                         leak_policy=_leak_policy(args.leak_kinds,
+                                                  LeakPolicy.parse("definite,indirect,possible")))
+    roots = [Path(d) for d in args.source_dir] or [Path(target.argv[0]).resolve().parent, Path.cwd()]
+    cases = [Case(id=f"{target.name}-{Path(ref).stem}", target=target, scenario=ref,
+                  expect=Expectation(Verdict.CLEAN), source_roots=roots, options=options)
+             for ref in scenarios]
+    out_dir = Path(args.out) if args.out else REPORTS
+    results = run_cases(cases, out_dir, args.jobs, _baseline(args), _progress)
+    return _finish_gate(results, args, out_dir)
+
+
 # -- scenarios -----------------------------------------------------------------
 def cmd_scenarios(args: argparse.Namespace) -> int:
     for name in named_scenarios():
@@ -278,6 +363,33 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--source-dir", action="append", default=[],
                     help="where the server's sources are (for its own frames)")
     pr.set_defaults(func=cmd_run)
+
+    def gate_options(q: argparse.ArgumentParser) -> None:
+        q.add_argument("-j", "--jobs", type=int, default=1, help="cases run at once")
+        q.add_argument("--json", metavar="PATH|-", help="write summary.json here too ('-': stdout)")
+        q.add_argument("--out", help="report directory (default reports/)")
+        q.add_argument("--baseline", help="TOML file of accepted findings (by signature)")
+        q.add_argument("--write-baseline", metavar="PATH",
+                       help="write every current finding's signature as accepted")
+        q.add_argument("--sarif", metavar="PATH", help="also write SARIF 2.1.0 for code scanning")
+        q.add_argument("--track-origins", action="store_true", help="valgrind --track-origins=yes")
+
+    pm = sub.add_parser("matrix", help="every pair's variants against their scenarios")
+    pm.add_argument("--pattern", action="append", help="only this server (repeatable)")
+    pm.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic slices")
+    gate_options(pm)
+    pm.set_defaults(func=cmd_matrix)
+
+    pg = sub.add_parser("gate", help="CI gate for your own server: fails on a new leak or crash")
+    pg.add_argument("--cmd", required=True, help="'PROGRAM ARGS {port}'")
+    pg.add_argument("--port", type=int, help="the fixed port of a server without {port}")
+    pg.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    pg.add_argument("--scenario", action="append", help="named scenario or file (repeatable; default echo)")
+    pg.add_argument("--leak-kinds", help="default definite,indirect,possible; or strict, all")
+    pg.add_argument("--source-dir", action="append", default=[],
+                    help="where the server's sources are (for its own frames)")
+    gate_options(pg)
+    pg.set_defaults(func=cmd_gate)
 
     ps = sub.add_parser("scenarios", help="list the named scenarios")
     ps.set_defaults(func=cmd_scenarios)

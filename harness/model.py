@@ -189,3 +189,21 @@ class ExitInfo:
     hung: bool = False              # ignored the stop signal; SIGKILLed
     exited_early: bool = False      # gone before the harness stopped it
     stop_seconds: float | None = None
+
+
+class Outcome(enum.Enum):
+    """What a case means for the gate (lit's ResultCode).  A buggy variant
+    that stops reproducing is XPASS: a failure of the gate, not a success."""
+
+    PASS = ("pass", False, "clean, as expected")
+    XFAIL = ("xfail", False, "the expected finding, reproduced")
+    KNOWN = ("known", False, "only findings accepted in the baseline")
+    FAIL = ("fail", True, "a new finding")
+    XPASS = ("xpass", True, "the expected finding did not reproduce: the detector lost sensitivity")
+    TIMEOUT = ("timeout", True, "the server did not stop (hang)")
+    UNRESOLVED = ("unresolved", True, "the harness could not decide")
+
+    def __init__(self, label: str, fails: bool, meaning: str) -> None:
+        self.label = label
+        self.fails = fails
+        self.meaning = meaning

@@ -13,8 +13,10 @@ What is read, per process (logs can hold several PIDs):
 - 'Process terminating with default action of signal N (SIGX)' with its
   fault line and stack.
 Thousands separators and the '(+N)' deltas of incremental leak checks are
-accepted.  A process is `complete` once its ERROR SUMMARY has been seen: a
-log cut short (SIGKILL) has none.
+accepted, and so are the 'Thread N:' lines heading records of multi-threaded
+programs; the errors -s or -v list again after the ERROR SUMMARY are not
+counted twice.  A process is `complete` once its whole ERROR SUMMARY line has
+been seen: a log cut short (SIGKILL) has none.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ from .model import (LEAK_KIND_BY_WORDS, Amount, Aux, ErrorSummary, FatalSignal,
 
 class LogParseError(ValueError):
     """The text is not a valgrind log the harness can read."""
+
+
+_XML_HINT = "this is valgrind's XML output: read it with harness.vgxml"
 
 
 # '==123== text', '--123-- text' (valgrind's own notes), '**123** text'
@@ -82,7 +87,8 @@ _ERROR_KINDS: tuple[tuple[str, str], ...] = (
 # Lines of a block that carry no finding.
 _INFO_PREFIXES = (
     "Copyright", "Using Valgrind", "Command:", "Parent PID:", "For lists of detected",
-    "For counts of detected", "Use --track-origins", "Searching for pointers",
+    "For counts of detected", "For a detailed leak analysis", "Use --track-origins",
+    "Searching for pointers",
     "Checked ", "Reachable blocks", "To see them, rerun", "Rerun with", "Warning:",
     "WARNING:", "More than ", "Will no longer", "Final error counts", "Estimated ",
     "begin", "end", "The main thread stack size", "Increase it with", "If you believe",
@@ -312,10 +318,13 @@ def parse_lines(lines: Iterable[str], max_findings: int = 5000) -> ValgrindLog:
     order: list[int] = []
     seen_any = False
     other = 0
+    first_other = ""
     for line in lines:
         m = _PREFIX.match(line.rstrip("\r\n"))
         if not m:
-            other += line.strip() != ""
+            if line.strip():
+                other += 1
+                first_other = first_other or line.strip()
             continue
         seen_any = True
         pid = int(m.group(2))
@@ -330,6 +339,8 @@ def parse_lines(lines: Iterable[str], max_findings: int = 5000) -> ValgrindLog:
     if not seen_any:
         if other == 0:
             raise LogParseError("the log is empty: valgrind wrote nothing")
+        if first_other.lstrip("\ufeff").startswith(("<?xml", "<valgrindoutput")):
+            raise LogParseError(_XML_HINT)
         raise LogParseError("not a valgrind log: no line starts with '==PID=='")
     for parser in parsers.values():
         parser.flush()
@@ -338,6 +349,6 @@ def parse_lines(lines: Iterable[str], max_findings: int = 5000) -> ValgrindLog:
 
 def parse_text(text: str, max_findings: int = 5000) -> ValgrindLog:
     if text.lstrip().startswith("<?xml"):
-        raise LogParseError("this is valgrind's XML output: read it with harness.vgxml")
+        raise LogParseError(_XML_HINT)
     return parse_lines(text.splitlines(), max_findings)
 
