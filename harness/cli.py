@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import launch
+from .demo import run_demo
 from .frames import SourceIndex
 from .gate import (BaselineError, Case, CaseResult, baseline_text, first_own_frames, load_baseline,
                    project_cases, run_cases, shard)
@@ -390,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where the server's sources are (for its own frames)")
     gate_options(pg)
     pg.set_defaults(func=cmd_gate)
+
+    pd = sub.add_parser("demo", help="each bug next to its fix, then the HTML report")
+    pd.add_argument("-j", "--jobs", type=int, default=2, help="cases run at once (default 2)")
+    pd.add_argument("--out", help="report directory (default reports/)")
+    pd.set_defaults(func=lambda a: run_demo(Path(a.out) if a.out else REPORTS, a.jobs))
 
     ps = sub.add_parser("scenarios", help="list the named scenarios")
     ps.set_defaults(func=cmd_scenarios)

@@ -23,6 +23,7 @@ from .timeouts import Deadline
 SIOCOUTQ = termios.TIOCOUTQ
 SIOCINQ = termios.FIONREAD
 _LINGER_RST = struct.pack("ii", 1, 0)
+_TCP_TIME_WAIT = "06"       # the st column of /proc/net/tcp
 
 
 class StepFailed(Exception):
@@ -57,6 +58,8 @@ def kernel_queues(server_port: int, client_port: int, v6: bool = False) -> tuple
         next(f)
         for line in f:
             parts = line.split()
+            if parts[3] == _TCP_TIME_WAIT:
+                continue    # an earlier connection's leftover with the same ports
             if parts[1].endswith(want_local) and parts[2].endswith(want_remote):
                 tx, rx = parts[4].split(":")
                 return int(tx, 16), int(rx, 16)
@@ -82,8 +85,23 @@ class Conn:
             return
         if reset:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        else:
+            _discard_received(self.sock)
         self.sock.close()
         self.closed = True
+
+
+def _discard_received(sock: socket.socket) -> None:
+    """Closing with unread bytes in the receive queue makes the kernel send
+    RST instead of FIN: discard what has already arrived, so that a close is
+    the orderly close it says it is."""
+    try:
+        sock.setblocking(False)
+        for _ in range(1024):           # bounded: at most 64 MiB
+            if not sock.recv(1 << 16):
+                break
+    except OSError:                     # nothing more queued (EAGAIN), or reset
+        pass
 
 
 class Player:
@@ -134,6 +152,8 @@ class Player:
             conn = self.conns.get(n)
             if conn is None:
                 raise StepFailed(f"connection {n!r} is not open")
+            if conn.closed and step.do not in ("close", "reset"):
+                raise StepFailed(f"connection {n!r} was closed by an earlier step")
             out.append(conn)
         return out
 
@@ -171,7 +191,6 @@ class Player:
         data = data * step.get("repeat")
         chunk = step.get("chunk")
         for conn in self._targets(step):
-            conn.sock.settimeout(self._timeout(step))
             deadline = Deadline(self._timeout(step))
             if chunk == "all":
                 pieces = [data]
@@ -183,6 +202,7 @@ class Player:
                 if deadline.expired():
                     raise StepFailed(f"{conn.name}: send did not finish within "
                                      f"{self._timeout(step):g}s ({conn.sent} bytes sent)")
+                conn.sock.settimeout(max(deadline.left(), 0.001))
                 try:
                     conn.sock.sendall(piece)
                 except socket.timeout:
@@ -424,10 +444,13 @@ class Storm:
         if conn.state == "send":
             if conn.sent < len(conn.payload):
                 conn.sent += sock.send(conn.payload[conn.sent:])
-            if conn.sent >= len(conn.payload):
-                conn.state = "read" if self.echo else "end"
+            if conn.sent < len(conn.payload):
+                return
+            if self.echo:
+                conn.state = "read"
                 self.sel.modify(sock, selectors.EVENT_READ, conn)
-            return
+                return
+            conn.state = "end"      # nothing to wait for: end it now
         if conn.state == "read":
             chunk = sock.recv(65536)
             if not chunk:
@@ -479,6 +502,8 @@ class Storm:
     def _finish(self, conn: _StormConn) -> None:
         assert conn.sock is not None
         self.sel.unregister(conn.sock)
+        if conn.ending == "close":
+            _discard_received(conn.sock)    # a FIN, not an RST (see Conn.close)
         conn.sock.close()
         self.active -= 1
         self.done[conn.ending] = self.done.get(conn.ending, 0) + 1

@@ -11,6 +11,7 @@ docs' step table (docs/scenarios.md) is checked against it by the tests.
 """
 from __future__ import annotations
 
+import math
 import signal
 import tomllib
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ def _check_value(key: str, spec: Key, value: Any) -> Any:
     if not _type_ok(spec.kind, value):
         raise ValueError(f"key '{key}': expected {_TYPE_WORDS[spec.kind]}, got {value!r}")
     if spec.kind in ("int", "float"):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"key '{key}': {value} is not a finite number")
         if spec.low is not None and value < spec.low:
             raise ValueError(f"key '{key}': {value} is below the minimum {spec.low:g}")
         if spec.high is not None and value > spec.high:
@@ -304,10 +307,14 @@ def _check_step_rules(source: str, where: str, do: str, args: dict[str, Any],
         if args.get("count", 1) > 1 and ("conns" in args or "conn" not in args):
             raise ScenarioError(source, where, "key 'count': give one group name in 'conn'")
         for name in given:
-            if name in names:
-                raise ScenarioError(source, where, f"key 'conn': {name!r} is already open")
             count = args.get("count", 1)
-            names[name] = [name] if count == 1 else [f"{name}{i}" for i in range(1, count + 1)]
+            members = [name] if count == 1 else [f"{name}{i}" for i in range(1, count + 1)]
+            taken = {n for n in names} | {m for ms in names.values() for m in ms}
+            clash = [n for n in [name] + members if n in taken]
+            if clash:
+                key = "conn" if "conn" in args and name == args["conn"] else "conns"
+                raise ScenarioError(source, where, f"key '{key}': {clash[0]!r} is already open")
+            names[name] = members
         return
     if do == "send":
         present = [k for k in _PAYLOAD if k in args]
@@ -316,6 +323,8 @@ def _check_step_rules(source: str, where: str, do: str, args: dict[str, Any],
                                 + (f" (got {', '.join(present)})" if present else ""))
         if "hex" in args:
             _check_hex(source, where, args["hex"])
+        if "line_length" in args and "size" not in args:
+            raise ScenarioError(source, where, "key 'line_length': only goes with 'size'")
     if do == "expect":
         present = [k for k in ("echo", "text", "hex", "size", "line") if args.get(k) not in (None, False)]
         if len(present) != 1:

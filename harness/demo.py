@@ -1,0 +1,133 @@
+"""`make demo`: each bug next to its fix, as a short story in the terminal,
+then the whole matrix into reports/index.html."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .frames import SourceIndex, best_stack, own_frames
+from .gate import CaseResult, project_cases, run_cases
+from .model import Verdict
+from .patterns import all_patterns
+from .report import summary, write_all
+from .terminal import heap_lines
+
+WIDTH = 78
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def wrap(prefix: str, text: str) -> list[str]:
+    """`prefix` then `text`, wrapped at WIDTH with a hanging indent."""
+    out, line = [], prefix
+    for word in text.split():
+        candidate = f"{line}{word}" if line.endswith(" ") or line == "" else f"{line} {word}"
+        if len(candidate) > WIDTH and line.strip() != prefix.strip():
+            out.append(line)
+            line = " " * len(prefix) + word
+        else:
+            line = candidate
+    out.append(line)
+    return out
+
+
+def what_valgrind_said(r: CaseResult) -> list[str]:
+    run = r.run
+    lines = []
+    index = SourceIndex.scan(r.case.source_roots)
+    sig = run.judgement.fatal_signal
+    if sig and run.verdict is Verdict.CRASH:
+        lines.append(f"Process terminating with default action of signal {sig.number} ({sig.name})")
+    if run.verdict is Verdict.LEAK:
+        lines += leak_sites(r, index)
+    shown = set()
+    for finding in run.judgement.findings:
+        if finding.is_leak or finding.kind in shown:
+            continue
+        if run.verdict is Verdict.MEMORY_ERROR and finding.kind != (r.case.expect.kind or finding.kind):
+            continue
+        shown.add(finding.kind)
+        frames = own_frames(best_stack(finding), index, 3)
+        where = " < ".join(f.where() for f in frames)
+        lines.append(f"{finding.kind}: {finding.what}" if not finding.is_leak else finding.what)
+        if where:
+            lines.append(f"  at {where}")
+        for aux in finding.aux[:1]:
+            aux_frames = own_frames(aux.stack, index, 2)
+            if aux_frames and "free'd" in aux.what:
+                lines.append(f"  block freed at {' < '.join(f.where() for f in aux_frames)}")
+    if run.log:
+        lines += heap_lines(run.log.main.heap, run.log.main.errors)
+    return lines
+
+
+def leak_sites(r: CaseResult, index: SourceIndex) -> list[str]:
+    """Leaked bytes per allocation site (the program's own frames), direct
+    and indirect losses together: how many blocks each site left behind."""
+    sites: dict[str, list[int]] = {}
+    for finding in r.run.judgement.findings:
+        if not finding.is_leak:
+            continue
+        frames = own_frames(best_stack(finding), index, 3)
+        key = " < ".join(f.where() for f in frames) or "?"
+        own = finding.direct_bytes if finding.direct_bytes is not None else finding.bytes or 0
+        site = sites.setdefault(key, [0, 0])
+        site[0] += own
+        site[1] += finding.blocks or 0
+    return [f"{b:,} bytes in {n} block{'s' if n != 1 else ''} allocated at {key}"
+            for key, (b, n) in sorted(sites.items(), key=lambda kv: -kv[1][0])]
+
+
+def story(buggy: CaseResult, fixed: CaseResult) -> list[str]:
+    pattern = buggy.case.pattern
+    assert pattern is not None
+    out = ["", "=" * WIDTH, f"{pattern.name}: {pattern.title}", "=" * WIDTH]
+    out += wrap("seed:   ", f"{pattern.seed}: {pattern.seed_story}")
+    out += wrap("client: ", f"{pattern.client} (scenario {pattern.trigger})")
+    out.append(f"buggy:  {buggy.run.verdict.label.upper()}  ({buggy.outcome.label}: {buggy.message})")
+    out += [f"        | {line}" for line in what_valgrind_said(buggy)]
+    out.append(f"fixed:  {fixed.run.verdict.label.upper()}  ({fixed.outcome.label})")
+    out += [f"        | {line}" for line in what_valgrind_said(fixed)]
+    out += wrap("fix:    ", pattern.fix)
+    return out
+
+
+def run_demo(out_dir: Path, jobs: int = 2) -> int:
+    started = time.monotonic()
+    cases = project_cases()
+    _say(f"Running {len(cases)} cases under valgrind memcheck, {jobs} at a time "
+         "(each pair's buggy variant on its trigger, every fixed variant on every scenario)...")
+
+    tty = sys.stdout.isatty()
+
+    def progress(result: CaseResult, done: int, total: int) -> None:
+        line = f"  [{done:>2}/{total}] {result.run.verdict.label:13} {result.case.id}"
+        if tty:
+            sys.stdout.write("\r" + line.ljust(WIDTH)[:WIDTH])
+            sys.stdout.flush()
+        elif done % 10 == 0 or done == total:
+            _say(line)
+
+    results = run_cases(cases, out_dir, jobs, {}, progress)
+    if tty:
+        _say("\r" + " " * WIDTH)
+    by_id = {r.case.id: r for r in results}
+    for pattern in all_patterns():
+        if not pattern.is_pair:
+            continue
+        buggy = by_id[f"{pattern.name}-buggy-{pattern.trigger}"]
+        fixed = by_id[f"{pattern.name}-fixed-{pattern.trigger}"]
+        for line in story(buggy, fixed):
+            _say(line)
+    paths = write_all(results, out_dir)
+    data = summary(results)
+    failing = [r for r in results if r.outcome.fails]
+    _say("")
+    _say(f"{len(results)} cases in {time.monotonic() - started:.0f}s: "
+         + ", ".join(f"{n} {k}" for k, n in data["counts"].items())
+         + ("" if not failing else f"; FAILING: {', '.join(r.case.id for r in failing)}"))
+    _say(f"HTML report: {paths['html']}")
+    return 1 if failing else 0
