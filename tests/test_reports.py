@@ -1,0 +1,203 @@
+"""The matrix's reports, the CI gate and its baseline."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from harness.gate import Case, evaluate, project_cases, shard
+from harness.launch import Target
+from harness.model import Outcome, Verdict
+from harness.patterns import all_patterns, find_pattern
+from harness.runner import RunOptions, run_case
+from harness.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.valgrind
+PAIRS = [p for p in all_patterns() if p.is_pair]
+
+
+def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def matrix_runs(tmp_path_factory, build_dir):
+    """The full matrix, twice, into two report folders."""
+    outs = []
+    for n in (1, 2):
+        out = tmp_path_factory.mktemp(f"matrix{n}")
+        proc = harness("matrix", "-j", "2", "--out", str(out), "--sarif", str(out / "r.sarif"))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+        outs.append(out)
+    return outs
+
+
+class PageParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.h3: list[str] = []
+        self.src: list[str] = []
+        self.links: list[str] = []
+        self.external: list[str] = []
+        self._in: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "h2" and "id" in a:
+            self.ids.append(a["id"])
+        if tag in ("h3",) or (tag == "code" and a.get("class") == "src"):
+            self._in = "src" if tag == "code" else "h3"
+            (self.src if tag == "code" else self.h3).append("")
+        if tag == "a":
+            self.links.append(a.get("href", ""))
+        if tag in ("script", "link", "img") or (tag == "a" and "://" in a.get("href", "")):
+            self.external.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in ("h3", "code"):
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "src":
+            self.src[-1] += data
+        elif self._in == "h3":
+            self.h3[-1] += data
+
+
+def test_html_report_shows_every_pair_side_by_side(matrix_runs) -> None:
+    out = matrix_runs[0]
+    page = PageParser()
+    page.feed((out / "index.html").read_text())
+    for pattern in all_patterns():
+        assert pattern.name in page.ids
+    assert sum(h.startswith("buggy") for h in page.h3) >= len(PAIRS)
+    assert sum(h.startswith("fixed") for h in page.h3) >= len(PAIRS)
+    assert page.external == [], "the page must be self-contained"
+    # Every quoted source line is the real line of the file it names.
+    all_lines = set()
+    for path in (ROOT / "servers").rglob("*.c"):
+        all_lines |= {l.strip() for l in path.read_text().splitlines()}
+    assert page.src, "no source line quoted"
+    assert all(s in all_lines for s in page.src)
+    assert "session_delete(s);" in page.src or "free(s);" in page.src
+    # Links to the sources and logs resolve from the report's folder.
+    for href in page.links:
+        assert (out / href).exists(), href
+
+
+def test_summary_json_has_the_documented_fields(matrix_runs) -> None:
+    data = json.loads((matrix_runs[0] / "summary.json").read_text())
+    assert data["passed"] is True
+    assert data["counts"] == {"pass": len(data["cases"]) - len(PAIRS), "xfail": len(PAIRS)}
+    for case in data["cases"]:
+        for key in ("case", "pattern", "variant", "scenario", "outcome", "verdict", "fatal_signal",
+                    "errors", "heap", "findings", "signatures", "log", "stdout", "stderr"):
+            assert key in case, key
+        assert Path(case["log"]).exists() and Path(case["stderr"]).exists()
+        assert (Path(case["log"]).parent / "result.json").exists()
+        for finding in case["findings"]:
+            assert set(finding) >= {"kind", "what", "bytes", "blocks", "stack", "aux"}
+            for frame in finding["stack"]:
+                assert set(frame) == {"fn", "file", "line", "obj"}
+    by_case = {c["case"]: c for c in data["cases"]}
+    dd = by_case["double_delete-buggy-stall-reset"]
+    assert dd["outcome"] == "xfail" and dd["verdict"] == "memory-error"
+    assert any(s.startswith("InvalidFree session_delete@buggy.c < after_write@buggy.c") for s in dd["signatures"])
+    md = (matrix_runs[0] / "summary.md").read_text()
+    assert "| double_delete-buggy-stall-reset | xfail | memory-error |" in md
+    sarif = json.loads((matrix_runs[0] / "r.sarif").read_text())
+    assert sarif["version"] == "2.1.0" and sarif["runs"][0]["tool"]["driver"]["name"]
+
+
+def test_signatures_are_stable_across_runs(matrix_runs) -> None:
+    first, second = (json.loads((o / "summary.json").read_text())["signatures"] for o in matrix_runs)
+    assert first == second
+    assert first, "the buggy variants produce signatures"
+    for sig in first:
+        assert "0x" not in sig and "==" not in sig
+
+
+def test_shards_partition_the_matrix() -> None:
+    cases = project_cases()
+    parts = [shard(cases, f"{i}/3") for i in (1, 2, 3)]
+    ids = [c.id for part in parts for c in part]
+    assert sorted(ids) == sorted(c.id for c in cases)
+    assert len(set(ids)) == len(ids)
+    assert [c.id for c in shard(cases, "2/3")] == [c.id for c in parts[1]]
+    with pytest.raises(ValueError, match="--shard"):
+        shard(cases, "4/3")
+
+
+def test_buggy_variant_that_stops_reproducing_fails_the_gate(build_dir, tmp_path) -> None:
+    """Feed the fixed binary where the buggy one is expected: XPASS."""
+    pattern = find_pattern("double_delete")
+    target = Target(argv=[str(pattern.binary("fixed")), "--port", "0"], name="double_delete-buggy")
+    case = Case(id="double_delete-buggy-stall-reset", target=target, scenario=pattern.trigger,
+                expect=pattern.expectation("buggy"), variant="buggy", pattern=pattern,
+                source_roots=[pattern.directory], options=RunOptions(require_exit_zero=True))
+    run = run_case(target, load_scenario(pattern.trigger), tmp_path / "x", case.options)
+    result = evaluate(case, run, {})
+    assert result.outcome is Outcome.XPASS and result.outcome.fails
+    assert "no longer reproduces" in result.message
+
+
+def test_finding_in_a_fixed_variant_fails_the_gate(build_dir, tmp_path) -> None:
+    """Feed the buggy binary where the fixed one is expected clean: FAIL."""
+    pattern = find_pattern("fire_and_forget")
+    target = Target(argv=[str(pattern.binary("buggy")), "--port", "0"], name="fire_and_forget-fixed")
+    case = Case(id="fire_and_forget-fixed-sessions-at-stop", target=target, scenario="sessions-at-stop",
+                expect=pattern.expectation("fixed"), variant="fixed", pattern=pattern,
+                source_roots=[pattern.directory, ROOT / "servers" / "common"])
+    run = run_case(target, load_scenario("sessions-at-stop"), tmp_path / "x", case.options)
+    result = evaluate(case, run, {})
+    assert run.verdict is Verdict.LEAK
+    assert result.outcome is Outcome.FAIL
+    assert any("on_connection@buggy.c" in s for s in result.new_signatures)
+
+
+def test_gate_baseline_accepts_known_and_fails_new(toy_server: Path, tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.toml"
+    leak = ["gate", "--cmd", f"{toy_server} leak {{port}}", "--scenario", "echo",
+            "--source-dir", str(ROOT / "tests" / "progs"), "--out", str(tmp_path / "r")]
+    first = harness(*leak)
+    assert first.returncode == 1 and "FAIL toy_server-echo" in first.stdout
+    assert "remember_line (toy_server.c:" in first.stdout
+    assert "index.html" in first.stdout
+    written = harness(*leak, "--write-baseline", str(baseline))
+    assert written.returncode == 1
+    assert "Leak_DefinitelyLost" in baseline.read_text()
+    known = harness(*leak, "--baseline", str(baseline))
+    assert known.returncode == 0, known.stdout
+    assert "1 known" in known.stdout
+    crash = harness("gate", "--cmd", f"{toy_server} nullcall {{port}}", "--baseline", str(baseline),
+                    "--source-dir", str(ROOT / "tests" / "progs"), "--out", str(tmp_path / "r2"))
+    assert crash.returncode == 1 and "crash" in crash.stdout
+
+
+def test_bad_baseline_is_a_usage_error(toy_server: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "b.toml"
+    bad.write_text('[[accepted]]\nsignatur = "x"\n')
+    proc = harness("gate", "--cmd", f"{toy_server} echo {{port}}", "--baseline", str(bad))
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr and "signature" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_tells_each_story(build_dir, tmp_path: Path) -> None:
+    proc = harness("demo", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    for pattern in PAIRS:
+        assert f"{pattern.name}: {pattern.title}" in proc.stdout
+        assert pattern.seed in proc.stdout
+    assert "All heap blocks were freed -- no leaks are possible" in proc.stdout
+    assert "Process terminating with default action of signal 11 (SIGSEGV)" in proc.stdout
+    assert "in use at exit: 1,152 bytes in 4 blocks" in proc.stdout
+    assert "InvalidFree" in proc.stdout and "block freed at session_delete" in proc.stdout
+    assert (tmp_path / "index.html").exists()
+    assert f"HTML report: {tmp_path / 'index.html'}" in proc.stdout
