@@ -65,7 +65,8 @@ $(BUILD)/progs/%: tests/progs/%.c
 
 test: deps
 	@$(MAKE) --no-print-directory servers progs
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@mkdir -p reports
+	$(PY) -m pytest --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
 demo: deps
 	@$(MAKE) --no-print-directory servers
