@@ -23,7 +23,7 @@ from .launch import Target, TargetError, ValgrindOptions
 from .model import ExitInfo, Outcome, Verdict
 from .patterns import ROOT, Expectation, ManifestError, Pattern, all_patterns, find_pattern
 from .report import summary, write_all
-from .runner import RunOptions, RunResult, run_case
+from .runner import DETECTORS, RunOptions, RunResult, run_case
 from .scenario import DEFAULT, ScenarioError, load_scenario, named_scenarios, parse_signal
 from .terminal import fatal_lines, finding_lines, process_lines
 from .timeouts import multiplier
@@ -141,19 +141,23 @@ def _resolve_target(args: argparse.Namespace) -> tuple[Target, Pattern | None, s
         raise UsageError(str(exc)) from None
     variant = args.variant or ("buggy" if pattern.is_pair else "main")
     try:
-        binary = pattern.binary(variant)
+        binary = pattern.binary(variant, detector=getattr(args, "detector", "memcheck"))
     except ManifestError as exc:
         raise UsageError(str(exc)) from None
     if not binary.exists():
-        raise UsageError(f"{binary} is not built: run 'make servers' first")
+        raise UsageError(f"{binary} is not built: run 'make servers"
+                         f"{' SANITIZE=address' if 'asan' in binary.parts else ''}' first")
     return Target(argv=[str(binary), "--port", "0"], port_mode="announce", host=args.host,
                   name=f"{pattern.name}-{variant}"), pattern, variant
 
 
 def _options(args: argparse.Namespace, pattern: Pattern | None) -> RunOptions:
     default_policy = LeakPolicy() if pattern else LeakPolicy.parse("definite,indirect,possible")
+    if args.native and args.detector != "memcheck":
+        raise UsageError("--native runs without any detector: drop --detector")
     return RunOptions(
         valgrind=ValgrindOptions(track_origins=args.track_origins, enabled=not args.native),
+        detector=args.detector,
         leak_policy=_leak_policy(args.leak_kinds, default_policy),
         require_exit_zero=pattern is not None)
 
@@ -206,7 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         [Path(target.argv[0]).resolve().parent, Path.cwd()]
     index = SourceIndex.scan([Path(d) for d in args.source_dir] or roots)
     out_base = Path(args.out) if args.out else REPORTS / "runs"
-    expect = pattern.expectation(variant) if pattern else None
+    expect = pattern.expectation(variant, args.detector) if pattern else None
     results = []
     for i in range(args.repeat):
         run_dir = out_base / (f"{target.name}-{scenario.name}" + (f"-{i + 1}" if args.repeat > 1 else ""))
@@ -277,6 +281,14 @@ def _finish_gate(results: list[CaseResult], args: argparse.Namespace, out_dir: P
     return EXIT_FINDING
 
 
+def _detectors(chosen: list[str] | None) -> tuple[str, ...]:
+    if not chosen:
+        return ("memcheck",)
+    if "all" in chosen:
+        return DETECTORS
+    return tuple(dict.fromkeys(chosen))
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     patterns = all_patterns()
     if args.pattern:
@@ -285,14 +297,20 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if missing:
             raise UsageError(f"--pattern {missing[0]!r}: no such server (known: {', '.join(known)})")
         patterns = [known[n] for n in args.pattern]
+    detectors = _detectors(args.detector)
     for pattern in patterns:
         for variant in pattern.variants:
-            if not pattern.binary(variant).exists():
-                raise UsageError(f"{pattern.binary(variant)} is not built: run 'make servers' first")
+            for detector in detectors:
+                binary = pattern.binary(variant, detector=detector)
+                if not binary.exists():
+                    raise UsageError(f"{binary} is not built: run 'make servers"
+                                     f"{' SANITIZE=address' if detector == 'asan' else ''}' first")
     cases = shard(project_cases(patterns, RunOptions(
-        valgrind=ValgrindOptions(track_origins=args.track_origins), require_exit_zero=True)), args.shard)
+        valgrind=ValgrindOptions(track_origins=args.track_origins), require_exit_zero=True),
+        detectors), args.shard)
     out_dir = Path(args.out) if args.out else REPORTS
-    print(f"matrix: {len(cases)} cases, {args.jobs} at a time, under valgrind memcheck", flush=True)
+    print(f"matrix: {len(cases)} cases, {args.jobs} at a time, detectors: {', '.join(detectors)}",
+          flush=True)
     results = run_cases(cases, out_dir, args.jobs, _baseline(args), _progress)
     return _finish_gate(results, args, out_dir)
 
@@ -309,6 +327,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
     options = RunOptions(valgrind=ValgrindOptions(track_origins=args.track_origins),
+                         detector=args.detector,
                          leak_policy=_leak_policy(args.leak_kinds,
                                                   LeakPolicy.parse("definite,indirect,possible")))
     roots = [Path(d) for d in args.source_dir] or [Path(target.argv[0]).resolve().parent, Path.cwd()]
@@ -358,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "definite,indirect,possible (--cmd default)")
     pr.add_argument("--track-origins", action="store_true", help="valgrind --track-origins=yes")
     pr.add_argument("--native", action="store_true", help="run without valgrind")
+    pr.add_argument("--detector", choices=DETECTORS, default="memcheck",
+                    help="memcheck (default), asan (the build/asan tree, natively), helgrind, drd")
     pr.add_argument("--repeat", type=int, default=1, help="run N times, report the rate")
     pr.add_argument("--json", metavar="PATH|-", help="write the result as JSON ('-': stdout)")
     pr.add_argument("--out", help="directory for the run's files (default reports/runs)")
@@ -378,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     pm = sub.add_parser("matrix", help="every pair's variants against their scenarios")
     pm.add_argument("--pattern", action="append", help="only this server (repeatable)")
     pm.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic slices")
+    pm.add_argument("--detector", action="append", choices=DETECTORS + ("all",),
+                    help="memcheck (default), asan, helgrind, drd, or all (repeatable)")
     gate_options(pm)
     pm.set_defaults(func=cmd_matrix)
 
@@ -386,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--port", type=int, help="the fixed port of a server without {port}")
     pg.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     pg.add_argument("--scenario", action="append", help="named scenario or file (repeatable; default echo)")
+    pg.add_argument("--detector", choices=DETECTORS, default="memcheck",
+                    help="memcheck (default), helgrind, drd, or asan (your -fsanitize=address build)")
     pg.add_argument("--leak-kinds", help="default definite,indirect,possible; or strict, all")
     pg.add_argument("--source-dir", action="append", default=[],
                     help="where the server's sources are (for its own frames)")

@@ -13,7 +13,7 @@ import json
 import re
 import threading
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -27,10 +27,13 @@ from .scenario import load_scenario, named_scenarios
 
 @dataclass
 class Case:
+    """expect None: informational (a detector the manifest does not name
+    runs a buggy variant, for the detector table; never fails the gate)."""
+
     id: str
     target: Target
     scenario: str
-    expect: Expectation
+    expect: Expectation | None
     variant: str = "main"
     pattern: Pattern | None = None
     source_roots: list[Path] = field(default_factory=list)
@@ -46,12 +49,17 @@ class CaseResult:
     new_signatures: list[str]
     message: str
 
+    @property
+    def detector(self) -> str:
+        return self.case.options.detector
+
     def to_json(self) -> dict:
         data = self.run.to_json()
+        expect = self.case.expect
         data.update({"case": self.case.id, "pattern": self.case.pattern.name if self.case.pattern else None,
                      "variant": self.case.variant, "outcome": self.outcome.label,
-                     "expected": self.case.expect.verdict.label,
-                     "expected_kind": self.case.expect.kind, "signatures": self.signatures,
+                     "expected": expect.verdict.label if expect else None,
+                     "expected_kind": expect.kind if expect else None, "signatures": self.signatures,
                      "new_signatures": self.new_signatures, "message": self.message})
         return data
 
@@ -87,15 +95,17 @@ def _leak_counts(run: RunResult, kind: str) -> bool:
 def points_at(run: RunResult, expect: Expectation) -> bool:
     """A finding of the expected kind with a frame in the expected function
     and file (the access, or where the block was freed or allocated)."""
+    def matches(stacks) -> bool:
+        return any((expect.function is None or f.fn == expect.function) and
+                   (expect.file is None or f.file == expect.file) for s in stacks for f in s)
+
     for finding in run.judgement.findings:
-        if expect.kind and finding.kind != expect.kind:
+        if expect.kind and expect.kind not in (finding.kind, finding.tool_kind):
             continue
-        stacks = [finding.stack] + [a.stack for a in finding.aux]
-        for frame in (f for s in stacks for f in s):
-            if (expect.function is None or frame.fn == expect.function) and \
-                    (expect.file is None or frame.file == expect.file):
-                return True
-    return False
+        if matches([finding.stack] + [a.stack for a in finding.aux]):
+            return True
+    fatal = run.judgement.fatal_signal
+    return expect.kind is None and fatal is not None and matches([fatal.stack])
 
 
 # -- baseline -----------------------------------------------------------------
@@ -148,6 +158,10 @@ def evaluate(case: Case, run: RunResult, baseline: dict[str, str]) -> CaseResult
     index = SourceIndex.scan(case.source_roots)
     sigs = run_signatures(run, index)
     expect = case.expect
+    if expect is None:
+        caught = run.verdict not in (Verdict.CLEAN, Verdict.UNRESOLVED)
+        return CaseResult(case, run, Outcome.INFO, sigs, [],
+                          f"{case.options.detector} {'sees' if caught else 'misses'} it: {run.verdict.label}")
     if expect.verdict is not Verdict.CLEAN:
         if run.verdict is expect.verdict and points_at(run, expect):
             return CaseResult(case, run, Outcome.XFAIL, sigs, [], f"reproduced: {expect.verdict.label}"
@@ -175,22 +189,30 @@ def evaluate(case: Case, run: RunResult, baseline: dict[str, str]) -> CaseResult
 
 # -- the project's matrix -----------------------------------------------------
 def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | None = None,
-                  build_dir: Path | None = None) -> list[Case]:
-    """Every pair's buggy variant against its trigger, every fixed variant
-    (and every single-variant server) against every scenario it lists."""
+                  detectors: tuple[str, ...] = ("memcheck",), informational: bool = True) -> list[Case]:
+    """Per detector: every pair's buggy variant against its trigger (expected
+    to show its manifest's finding, or informational for a detector the
+    manifest does not name), every fixed variant and every single-variant
+    server against every scenario it lists.  Case ids carry '@DETECTOR' for
+    every detector but memcheck."""
     cases = []
-    options = options or RunOptions(require_exit_zero=True)
-    for pattern in patterns if patterns is not None else all_patterns():
-        roots = [pattern.directory, pattern.directory.parent / "common"]
-        for variant in pattern.variants:
-            binary = pattern.binary(variant, build_dir) if build_dir else pattern.binary(variant)
-            target = Target(argv=[str(binary), "--port", "0"], name=f"{pattern.name}-{variant}")
-            scenarios = [pattern.trigger] if variant == "buggy" else (pattern.scenarios or named_scenarios())
-            for scenario in scenarios:
-                cases.append(Case(id=f"{pattern.name}-{variant}-{scenario}", target=target,
-                                  scenario=scenario, expect=pattern.expectation(variant),
-                                  variant=variant, pattern=pattern, source_roots=roots,
-                                  options=options))
+    base = options or RunOptions(require_exit_zero=True)
+    for detector in detectors:
+        options = replace(base, detector=detector)
+        suffix = "" if detector == "memcheck" else f"@{detector}"
+        for pattern in patterns if patterns is not None else all_patterns():
+            roots = [pattern.directory, pattern.directory.parent / "common"]
+            for variant in pattern.variants:
+                expect = pattern.expectation(variant, detector)
+                if expect is None and not informational:
+                    continue
+                binary = pattern.binary(variant, detector=detector)
+                target = Target(argv=[str(binary), "--port", "0"], name=f"{pattern.name}-{variant}")
+                scenarios = [pattern.trigger] if variant == "buggy" else (pattern.scenarios or named_scenarios())
+                for scenario in scenarios:
+                    cases.append(Case(id=f"{pattern.name}-{variant}-{scenario}{suffix}", target=target,
+                                      scenario=scenario, expect=expect, variant=variant,
+                                      pattern=pattern, source_roots=roots, options=options))
     return cases
 
 

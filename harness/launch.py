@@ -152,8 +152,10 @@ class _OutputDrain(threading.Thread):
 class Server:
     """One server process under valgrind, from start to reaped."""
 
-    def __init__(self, target: Target, run_dir: Path, valgrind: ValgrindOptions) -> None:
+    def __init__(self, target: Target, run_dir: Path, valgrind: ValgrindOptions,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.target = target
+        self.extra_env = dict(extra_env or {})
         self.run_dir = run_dir
         self.valgrind = valgrind
         self.log_path = run_dir / "valgrind.log"
@@ -177,10 +179,13 @@ class Server:
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for p in (self.log_path, self.stdout_path, self.stderr_path):
+        stale = [self.log_path, self.stdout_path, self.stderr_path, self.run_dir / "hang.txt"]
+        stale += list(self.run_dir.glob("asan.*")) + list(self.run_dir.glob("ubsan.*"))
+        for p in stale:
             p.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in VALGRIND_ENV_DROP}
         env.setdefault("LC_ALL", "C")
+        env.update(self.extra_env)
         argv = self._argv()
         with open(self.stderr_path, "wb") as err:
             try:

@@ -98,6 +98,7 @@ class Finding:
     indirect_bytes: int | None = None
     pid: int | None = None
     detector: str = "memcheck"
+    tool_kind: str | None = None     # the detector's own name: 'heap-use-after-free', 'Race', ...
 
     @property
     def is_leak(self) -> bool:
@@ -112,6 +113,8 @@ class Finding:
             "direct_bytes": self.direct_bytes,
             "indirect_bytes": self.indirect_bytes,
             "pid": self.pid,
+            "detector": self.detector,
+            "tool_kind": self.tool_kind,
             "stack": [f.to_json() for f in self.stack],
             "aux": [a.to_json() for a in self.aux],
         }
@@ -198,6 +201,7 @@ class Outcome(enum.Enum):
     PASS = ("pass", False, "clean, as expected")
     XFAIL = ("xfail", False, "the expected finding, reproduced")
     KNOWN = ("known", False, "only findings accepted in the baseline")
+    INFO = ("info", False, "a detector the manifest does not name: shown in the detector table")
     FAIL = ("fail", True, "a new finding")
     XPASS = ("xpass", True, "the expected finding did not reproduce: the detector lost sensitivity")
     TIMEOUT = ("timeout", True, "the server did not stop (hang)")

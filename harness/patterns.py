@@ -17,11 +17,13 @@ from .model import Verdict
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS_DIR = ROOT / "servers"
 BUILD_DIR = ROOT / "build" / "servers"
+ASAN_BUILD_DIR = ROOT / "build" / "asan" / "servers"
 SEEDS_DIR = ROOT.parent / "shared" / "seeds"
 
 _PATTERN_KEYS = {"pattern", "title", "seed", "seed_story", "mechanism", "trigger", "client",
                  "fix", "signature", "detectors", "scenarios", "buggy", "fixed"}
 _EXPECT_KEYS = {"verdict", "kind", "function", "file", "native"}
+DETECTORS = ("memcheck", "asan", "helgrind", "drd")
 
 
 class ManifestError(ValueError):
@@ -52,6 +54,8 @@ class Pattern:
     detectors: list[str] = field(default_factory=lambda: ["memcheck"])
     scenarios: list[str] | None = None       # None: every named scenario
     expect: dict[str, Expectation] = field(default_factory=dict)
+    # variant -> detector -> expectation, from [buggy.asan] style tables
+    detector_expect: dict[str, dict[str, Expectation]] = field(default_factory=dict)
 
     @property
     def variants(self) -> list[str]:
@@ -63,7 +67,10 @@ class Pattern:
     def is_pair(self) -> bool:
         return self.variants == ["buggy", "fixed"]
 
-    def binary(self, variant: str, build_dir: Path = BUILD_DIR) -> Path:
+    def binary(self, variant: str, build_dir: Path | None = None, detector: str = "memcheck") -> Path:
+        """The built program; the asan detector runs the sanitizer tree."""
+        if build_dir is None:
+            build_dir = ASAN_BUILD_DIR if detector == "asan" else BUILD_DIR
         if variant not in self.variants:
             raise ManifestError(f"pattern {self.name!r} has no variant {variant!r} "
                                 f"(it has: {', '.join(self.variants)})")
@@ -74,14 +81,25 @@ class Pattern:
         stem = self.name if variant == "main" else variant
         return self.directory / f"{stem}.c"
 
-    def expectation(self, variant: str) -> Expectation:
-        return self.expect.get(variant, Expectation(Verdict.CLEAN))
+    def expectation(self, variant: str, detector: str = "memcheck") -> Expectation | None:
+        """What `variant` must show under `detector`: clean for a fixed
+        variant; for a buggy one its [buggy.DETECTOR] table, else [buggy] for
+        a detector the manifest names in `detectors`, else None (that detector
+        is not expected to see this bug)."""
+        if variant != "buggy":
+            return self.expect.get(variant, Expectation(Verdict.CLEAN))
+        special = self.detector_expect.get(variant, {}).get(detector)
+        if special is not None:
+            return special
+        if detector in self.detectors:
+            return self.expect.get(variant)
+        return None
 
 
 def _expectation(path: Path, key: str, raw: object) -> Expectation:
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: [{key}]: expected a table")
-    unknown = set(raw) - _EXPECT_KEYS
+    unknown = set(raw) - _EXPECT_KEYS - set(DETECTORS)
     if unknown:
         raise ManifestError(f"{path}: [{key}]: unknown key {sorted(unknown)[0]!r} "
                             f"(known: {', '.join(sorted(_EXPECT_KEYS))})")
@@ -120,6 +138,14 @@ def load_pattern(directory: Path) -> Pattern:
     for variant in ("buggy", "fixed"):
         if variant in data:
             pattern.expect[variant] = _expectation(path, variant, data[variant])
+            for detector in DETECTORS:
+                if detector in data[variant]:
+                    pattern.detector_expect.setdefault(variant, {})[detector] = _expectation(
+                        path, f"{variant}.{detector}", data[variant][detector])
+    unknown_detectors = [d for d in pattern.detectors if d not in DETECTORS]
+    if unknown_detectors:
+        raise ManifestError(f"{path}: key 'detectors': unknown detector {unknown_detectors[0]!r} "
+                            f"(known: {', '.join(DETECTORS)})")
     if pattern.is_pair and "buggy" not in pattern.expect:
         raise ManifestError(f"{path}: a buggy/fixed pair needs a [buggy] table")
     return pattern

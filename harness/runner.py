@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import hangs
+from .asanlog import read_asan_logs
 from .clients import PlayResult, play
 from .judge import Judgement, LeakPolicy, judge
 from .launch import Server, Target, ValgrindOptions
@@ -16,9 +18,17 @@ from .timeouts import Deadlines
 from .vglog import LogParseError, ValgrindLog, parse_lines
 
 
+DETECTORS = ("memcheck", "asan", "helgrind", "drd")
+
+
 @dataclass
 class RunOptions:
+    """detector: memcheck (default), helgrind or drd run the program under
+    that valgrind tool; asan runs it natively (it must be built with
+    -fsanitize=address) and reads the sanitizers' reports."""
+
     valgrind: ValgrindOptions = field(default_factory=ValgrindOptions)
+    detector: str = "memcheck"
     leak_policy: LeakPolicy = field(default_factory=LeakPolicy)
     deadlines: Deadlines = field(default_factory=Deadlines)
     require_exit_zero: bool = False
@@ -42,6 +52,12 @@ class RunResult:
     stderr_path: Path
     leak_policy: str = "strict"
     startup_output: str = ""
+    detector: str = "memcheck"
+
+    @property
+    def hang_threads(self) -> list[hangs.ThreadStack]:
+        path = self.run_dir / "hang.txt"
+        return hangs.parse_scheduler(path.read_text()) if path.exists() else []
 
     @property
     def verdict(self) -> Verdict:
@@ -74,6 +90,8 @@ class RunResult:
             "stdout": str(self.stdout_path),
             "stderr": str(self.stderr_path),
             "processes": len(self.log.processes) if self.log else 0,
+            "detector": self.detector,
+            "hang": [t.to_json() for t in self.hang_threads] or None,
         }
 
 
@@ -88,6 +106,35 @@ def read_log(path: Path) -> tuple[ValgrindLog | None, str | None]:
         return None, str(exc)
 
 
+def detector_setup(options: RunOptions, run_dir: Path) -> tuple[ValgrindOptions, dict[str, str]]:
+    if options.detector not in DETECTORS:
+        raise ValueError(f"unknown detector {options.detector!r} (known: {', '.join(DETECTORS)})")
+    if options.detector == "asan":
+        # A native run; the sanitizers write their reports next to the log.
+        return replace(options.valgrind, enabled=False), {
+            "ASAN_OPTIONS": f"log_path={run_dir / 'asan'}:detect_leaks=1:halt_on_error=1:"
+                            "detect_stack_use_after_return=1:abort_on_error=0:handle_segv=1",
+            "LSAN_OPTIONS": "report_objects=0",
+            "UBSAN_OPTIONS": f"log_path={run_dir / 'ubsan'}:print_stacktrace=1:halt_on_error=1",
+        }
+    if options.valgrind.enabled:
+        return replace(options.valgrind, tool=options.detector), {}
+    return options.valgrind, {}
+
+
+def read_detector_log(options: RunOptions, valgrind: ValgrindOptions,
+                      server: Server) -> tuple[ValgrindLog | None, str | None]:
+    """The run's findings.  A native run without a detector has no log:
+    only how the process ended counts."""
+    if options.detector == "asan":
+        files = sorted(server.run_dir.glob("asan.*")) + sorted(server.run_dir.glob("ubsan.*"))
+        stderr = server.stderr_path.read_text(errors="replace") if server.stderr_path.exists() else ""
+        return read_asan_logs(files, stderr), None
+    if not valgrind.enabled:
+        return None, None
+    return read_log(server.log_path)
+
+
 def run_case(target: Target, scenario: Scenario, run_dir: Path,
              options: RunOptions | None = None) -> RunResult:
     options = options or RunOptions()
@@ -100,7 +147,10 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
     target.host = settings.host if settings.host != "127.0.0.1" else target.host
 
     started = time.monotonic()
-    server = Server(target, run_dir, options.valgrind)
+    valgrind, env = detector_setup(options, run_dir)
+    server = Server(target, run_dir, valgrind, env)
+    if valgrind.enabled and valgrind.tool in ("memcheck", "helgrind", "drd"):
+        server.on_hang = lambda s: hangs.collect(s.proc.pid, run_dir)
     server.start()
     played = PlayResult()
     player = None
@@ -114,18 +164,22 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
         if player is not None:
             player.close_all()
         server.kill()
-    # A native run (no valgrind) has no log to read: only how it ended counts.
-    log, parse_error = read_log(server.log_path) if options.valgrind.enabled else (None, None)
+    log, parse_error = read_detector_log(options, valgrind, server)
     judgement = judge(log, exit_info, policy, ready=ready, parse_error=parse_error,
                       scenario_failures=played.failures,
                       require_exit_zero=options.require_exit_zero)
+    if exit_info.hung:
+        for thread in hangs.parse_scheduler((run_dir / "hang.txt").read_text()) \
+                if (run_dir / "hang.txt").exists() else []:
+            frames = " < ".join(f.where() for f in thread.stack[:4] if f.fn != "???")
+            judgement.reasons.append(f"thread {thread.tid} {thread.status} {thread.detail}: {frames}")
     result = RunResult(
         name=target.name or Path(target.argv[0]).name, scenario=scenario.name,
         argv=list(target.argv), run_dir=run_dir, judgement=judgement, log=log,
         exit=exit_info, ready=ready, port=server.port, play=played,
         seconds=time.monotonic() - started, log_path=server.log_path,
         stdout_path=server.stdout_path, stderr_path=server.stderr_path,
-        leak_policy=policy.describe(),
+        leak_policy=policy.describe(), detector=options.detector,
         startup_output="" if ready else server.output_tail())
     (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result
