@@ -93,7 +93,8 @@ _INFO_PREFIXES = (
     "WARNING:", "More than ", "Will no longer", "Final error counts", "Estimated ",
     "begin", "end", "The main thread stack size", "Increase it with", "If you believe",
     "This is probably caused by", "sizeof", "Note:", "Valgrind's memory management",
-    "HINT:", "Continuing", "set address range perms", "Command line",
+    "HINT:", "Continuing", "set address range perms", "Command line", "Use --history-level",
+    "the cost of reduced accuracy",
 )
 
 
@@ -101,11 +102,36 @@ def _num(text: str) -> int:
     return int(text.replace(",", ""))
 
 
+# helgrind's and DRD's headlines (their XML kind names; both tools' data
+# races are kind "Race", DRD's own name kept as tool_kind).
+_THREAD_KINDS: tuple[tuple[re.Pattern, str, str | None], ...] = (
+    (re.compile(r"^Possible data race during (read|write) of size \d+"), "Race", None),
+    (re.compile(r"^Conflicting (load|store) by thread \d+"), "Race", "ConflictingAccess"),
+    (re.compile(r"^Thread #\d+ unlocked a not-locked lock"), "UnlockUnlocked", None),
+    (re.compile(r"^Thread #\d+ unlocked lock at .* currently held by"), "UnlockForeign", None),
+    (re.compile(r"^Thread #\d+: lock order .* violated"), "LockOrder", None),
+    (re.compile(r"^Thread #\d+'s call to pthread_"), "PthAPIerror", None),
+    (re.compile(r"^Thread #\d+: Exiting thread still holds"), "Misc", None),
+    (re.compile(r"^(Mutex|Reader-writer lock|Condition variable|Semaphore|Barrier) "), "MutexErr",
+     None),
+)
+
+
 def kind_of_headline(headline: str) -> str | None:
-    """memcheck's XML kind for an error headline, or None if not an error."""
+    """The tool's XML kind for an error headline, or None if not an error."""
     for prefix, kind in _ERROR_KINDS:
         if headline.startswith(prefix):
             return kind
+    for pattern, kind, _ in _THREAD_KINDS:
+        if pattern.match(headline):
+            return kind
+    return None
+
+
+def _tool_kind(headline: str) -> str | None:
+    for pattern, _, tool_kind in _THREAD_KINDS:
+        if tool_kind and pattern.match(headline):
+            return tool_kind
     return None
 
 
@@ -183,10 +209,20 @@ class _ProcessParser:
         self.proc = ProcessLog(pid=pid)
         self.block = _Block()
         self.max_findings = max_findings
+        self.marked = False
 
     def feed(self, text: str) -> None:
-        if text.strip() in ("", "begin", "end"):
+        stripped = text.strip()
+        if stripped in ("begin", "end"):
+            # --error-markers: one record, blank lines and all, in between.
             self.flush()
+            self.marked = stripped == "begin"
+            return
+        if stripped == "":
+            if self.marked:
+                self.block.add("")
+            else:
+                self.flush()
             return
         if text.startswith(("ERROR SUMMARY:", "For lists of detected", "For counts of detected")):
             # The closing lines come without a blank line between them.
@@ -290,6 +326,9 @@ class _ProcessParser:
     def _error_record(self, lines: list[tuple[int, str]]) -> None:
         if self.proc.errors is not None:
             return      # after the ERROR SUMMARY: -s/-v listing the errors again
+        # helgrind opens a record with thread announcements: start at the error.
+        start = next((i for i, (_, t) in enumerate(lines) if kind_of_headline(t)), 0)
+        lines = [(n, t) for n, t in lines[start:] if t and not t.startswith("Locks held:")] or lines
         head = lines[0][1]
         frames = [parse_frame(t) for _, t in lines[1:]]
         kind = kind_of_headline(head)
@@ -299,7 +338,7 @@ class _ProcessParser:
                     self.proc.notes.append(head)
                 return
             kind = "Unclassified"
-        finding = Finding(kind=kind, what=head)
+        finding = Finding(kind=kind, what=head, tool_kind=_tool_kind(head))
         part: Aux | None = None
         for (_, text), frame in zip(lines[1:], frames):
             if frame is None:
