@@ -11,10 +11,29 @@ from pathlib import Path
 
 from .frames import SourceIndex, best_stack, own_frames, quote_line
 from .gate import CaseResult
-from .model import Finding, Outcome
+from .model import Finding, Outcome, Verdict
 from .terminal import heap_lines
 
 SCHEMA = "leak-harness/summary/1"
+
+
+def detector_table(results: list[CaseResult]) -> dict[str, dict[str, dict]]:
+    """pattern -> detector -> {"expected": bool, "caught": bool, "outcome", "kinds"} from
+    the buggy variants' runs: which tool sees which bug."""
+    table: dict[str, dict[str, dict]] = {}
+    for r in results:
+        if r.case.variant != "buggy" or r.case.pattern is None:
+            continue
+        caught = r.outcome is Outcome.XFAIL or (
+            r.outcome is Outcome.INFO and r.run.verdict not in (Verdict.CLEAN, Verdict.UNRESOLVED))
+        kinds = sorted({f.tool_kind or f.kind for f in r.run.judgement.findings if not f.is_leak}
+                       | ({r.run.judgement.fatal_signal.name} if r.run.judgement.fatal_signal else set())
+                       | ({"leak"} if r.run.verdict is Verdict.LEAK else set())
+                       | ({"hang"} if r.run.verdict is Verdict.HANG else set()))
+        table.setdefault(r.case.pattern.name, {})[r.detector] = {
+            "expected": r.case.expect is not None, "caught": caught,
+            "outcome": r.outcome.label, "verdict": r.run.verdict.label, "kinds": kinds}
+    return table
 
 
 def summary(results: list[CaseResult]) -> dict:
@@ -30,6 +49,7 @@ def summary(results: list[CaseResult]) -> dict:
         "counts": dict(sorted(counts.items())),
         "cases": [r.to_json() for r in results],
         "signatures": {sig: sorted(ids) for sig, ids in sorted(groups.items())},
+        "detectors": detector_table(results),
     }
 
 
@@ -61,12 +81,41 @@ def markdown(results: list[CaseResult], data: dict) -> str:
         errors = str(proc.errors.count) if proc and proc.errors else "-"
         lines.append(f"| {r.case.id} | {r.outcome.label} | {r.run.verdict.label} | {in_use} | "
                      f"{errors} | {r.message.replace('|', '/')} |")
+    lines += ["", "## Which detector sees which bug", ""] + _detector_md(data["detectors"])
     lines += ["", "## Findings by signature", ""]
     if not data["signatures"]:
         lines.append("None.")
     for sig, ids in data["signatures"].items():
         lines.append(f"- `{sig}`: {', '.join(ids)}")
     return "\n".join(lines) + "\n"
+
+
+def _cell(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    mark = "caught" if entry["caught"] else "missed"
+    if entry["expected"] and not entry["caught"]:
+        mark = "MISSED (expected!)"
+    what = ", ".join(entry["kinds"][:3])
+    return f"{mark}{' (' + what + ')' if entry['caught'] and what else ''}" + ("" if entry["expected"] else " *")
+
+
+def _detectors_in(table: dict) -> list[str]:
+    order = ("memcheck", "asan", "helgrind", "drd")
+    present = {d for row in table.values() for d in row}
+    return [d for d in order if d in present]
+
+
+def _detector_md(table: dict) -> list[str]:
+    if not table:
+        return ["No buggy variant was run."]
+    dets = _detectors_in(table)
+    lines = ["| pattern | " + " | ".join(dets) + " |", "|---|" + "---|" * len(dets)]
+    for name, row in sorted(table.items()):
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(d)) for d in dets) + " |")
+    lines.append("")
+    lines.append("\\* not named in the pattern's manifest: shown, never gating.")
+    return lines
 
 
 # -- HTML ----------------------------------------------------------------------
@@ -144,6 +193,20 @@ def html_page(results: list[CaseResult], data: dict, out_dir: Path) -> str:
         by_pattern[r.case.pattern.name if r.case.pattern else r.case.target.name].append(r)
     body = [f"<h1>Leak-and-crash matrix: {'passed' if data['passed'] else 'FAILED'}</h1>",
             "<p>" + _e(", ".join(f"{n} {k}" for k, n in data["counts"].items())) + "</p>"]
+    table = data["detectors"]
+    if table:
+        dets = _detectors_in(table)
+        body.append('<h2 id="detectors">Which detector sees which bug</h2><table id="detector-table">'
+                    "<tr><th>pattern</th>" + "".join(f"<th>{_e(d)}</th>" for d in dets) + "</tr>")
+        for name, row in sorted(table.items()):
+            cells = []
+            for d in dets:
+                entry = row.get(d)
+                cls = "" if entry is None else (' class="fails"' if entry["expected"] and not entry["caught"]
+                                                else "")
+                cells.append(f'<td{cls} data-detector="{_e(d)}">{_e(_cell(entry))}</td>')
+            body.append(f'<tr><td><a href="#{_e(name)}">{_e(name)}</a></td>{"".join(cells)}</tr>')
+        body.append("</table><p>* not named in the pattern's manifest: shown, never gating.</p>")
     for name, rs in by_pattern.items():
         pattern = rs[0].case.pattern
         body.append(f'<h2 id="{_e(name)}">{_e(name)}' + (f": {_e(pattern.title)}" if pattern and pattern.title else "") + "</h2>")
