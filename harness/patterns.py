@@ -77,6 +77,12 @@ class Pattern:
         stem = self.name if variant == "main" else variant
         return build_dir / self.name / stem
 
+    @property
+    def native_failure(self) -> str | None:
+        """How the buggy variant fails without any detector ('SIGABRT'...)."""
+        buggy = self.expect.get("buggy")
+        return buggy.native if buggy else None
+
     def source(self, variant: str) -> Path:
         stem = self.name if variant == "main" else variant
         return self.directory / f"{stem}.c"

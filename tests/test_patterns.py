@@ -15,9 +15,10 @@ import signal
 import pytest
 
 from harness.frames import SourceIndex
-from harness.model import Verdict
+from harness.gate import Case, evaluate, project_cases
+from harness.model import Outcome, Verdict
 from harness.patterns import ROOT, Pattern, all_patterns
-from harness.runner import RunResult
+from harness.runner import DETECTORS, RunResult, run_case
 from harness.scenario import load_scenario, named_scenarios
 from harness.terminal import finding_lines
 
@@ -29,8 +30,8 @@ class ExpectedFinding(AssertionError):
     """The buggy variant showed exactly what its manifest says."""
 
 
-def _story(result: RunResult, pattern: Pattern) -> str:
-    index = SourceIndex.scan([pattern.directory, ROOT / "servers" / "common"])
+def _story(result: RunResult, pattern: Pattern | None) -> str:
+    index = SourceIndex.scan([ROOT / "servers"])
     lines = [f"{result.name} under {result.scenario}: {result.verdict.label}"]
     lines += result.judgement.reasons
     if result.log:
@@ -39,63 +40,53 @@ def _story(result: RunResult, pattern: Pattern) -> str:
     return "\n".join(lines)
 
 
-def points_at(result: RunResult, kind: str | None, function: str | None, file: str | None) -> bool:
-    """A finding of `kind` with a frame in `function` of `file` (any stack:
-    the access, or where the block was freed or allocated)."""
-    for finding in result.judgement.findings:
-        if kind and finding.kind != kind:
-            continue
-        stacks = [finding.stack] + [a.stack for a in finding.aux]
-        for frame in (f for s in stacks for f in s):
-            if (function is None or frame.fn == function) and (file is None or frame.file == file):
-                return True
-    return False
+CASES = project_cases(detectors=DETECTORS, informational=False)
 
 
-def matrix_cases():
-    for pattern in PATTERNS:
-        scenarios = pattern.scenarios or named_scenarios()
-        for variant in pattern.variants:
-            if variant == "buggy":
-                yield pytest.param(pattern, variant, pattern.trigger,
-                                   id=f"{pattern.name}-buggy-{pattern.trigger}",
-                                   marks=pytest.mark.xfail(strict=True, raises=ExpectedFinding,
-                                                           reason="the seed's bug"))
-            else:
-                for scenario in scenarios:
-                    yield pytest.param(pattern, variant, scenario,
-                                       id=f"{pattern.name}-{variant}-{scenario}")
+def matrix_params():
+    for case in CASES:
+        marks = ()
+        if case.variant == "buggy":
+            marks = pytest.mark.xfail(strict=True, raises=ExpectedFinding, reason="the seed's bug")
+        yield pytest.param(case, id=case.id, marks=marks)
 
 
 @pytest.mark.valgrind
-@pytest.mark.parametrize("pattern,variant,scenario", list(matrix_cases()))
-def test_matrix(run_pattern, pattern: Pattern, variant: str, scenario: str) -> None:
-    result = run_pattern(pattern.name, variant, scenario)
-    story = _story(result, pattern)
-    if variant == "buggy":
-        expect = pattern.expectation("buggy")
-        if result.verdict is expect.verdict and points_at(result, expect.kind, expect.function,
-                                                          expect.file):
+@pytest.mark.parametrize("case", list(matrix_params()))
+def test_matrix(case: Case, tmp_path, build_dir) -> None:
+    """Every pair's buggy variant under every detector its manifest names,
+    every fixed variant under every detector and every scenario."""
+    run = run_case(case.target, load_scenario(case.scenario), tmp_path / "run", case.options)
+    result = evaluate(case, run, {})
+    story = _story(run, case.pattern) + f"\noutcome: {result.outcome.label}: {result.message}"
+    if case.variant == "buggy":
+        if result.outcome is Outcome.XFAIL:
             raise ExpectedFinding(story)
-        assert result.verdict is Verdict.CLEAN, "a different finding than the manifest's:\n" + story
+        assert run.verdict is Verdict.CLEAN, "a different finding than the manifest's:\n" + story
         return      # clean: XPASS(strict) fails the suite
-    assert result.verdict is Verdict.CLEAN, story
-    assert result.log is not None and result.log.main.heap.all_freed, story
-    assert result.log.main.errors is not None and result.log.main.errors.count == 0, story
-    assert result.exit is not None and result.exit.returncode == 0, story
+    assert result.outcome is Outcome.PASS, story
+    if case.options.detector == "memcheck":
+        assert run.log is not None and run.log.main.heap.all_freed, story
+    assert run.log is not None and run.log.main.errors is not None
+    assert run.log.main.errors.count == 0, story
+    assert run.exit is not None and run.exit.returncode == 0, story
 
 
 @pytest.mark.parametrize("pattern", PAIRS, ids=lambda p: p.name)
 def test_manifest_is_consistent(pattern: Pattern) -> None:
-    expect = pattern.expectation("buggy")
+    expect = pattern.expectation("buggy", pattern.detectors[0])
     assert re.fullmatch(r"\d{3}_[0-9a-f]{16}\.txt", pattern.seed), pattern.seed
     assert pattern.seed_story
     assert pattern.trigger in named_scenarios()
     load_scenario(pattern.trigger)
-    assert expect.verdict is not Verdict.CLEAN
-    assert expect.kind and expect.function and expect.file == "buggy.c"
-    source = (pattern.directory / expect.file).read_text()
-    assert re.search(rf"\b{expect.function}\(", source), f"{expect.function} not in {expect.file}"
+    for detector in pattern.detectors:
+        expect = pattern.expectation("buggy", detector)
+        assert expect is not None and expect.verdict is not Verdict.CLEAN
+        if expect.verdict is Verdict.HANG:
+            continue    # a hang has no record to point at
+        assert expect.function and expect.file, f"{detector}: where must the finding point?"
+        source = (pattern.directory / expect.file).read_text()
+        assert re.search(rf"\b{expect.function}\(", source), f"{expect.function} not in {expect.file}"
     assert pattern.fix and pattern.mechanism and pattern.client and pattern.title
 
 
@@ -124,19 +115,18 @@ def test_diff_is_only_the_bug(pattern: Pattern) -> None:
     assert len(changed) <= (len(buggy) + len(fixed)) / 3, "\n".join(diff)
 
 
-NATIVE = [p for p in PAIRS if p.expectation("buggy").native]
+NATIVE = [p for p in PAIRS if p.native_failure]
 
 
 @pytest.mark.parametrize("pattern", NATIVE, ids=lambda p: p.name)
 def test_buggy_fails_visibly_without_valgrind(run_pattern, pattern: Pattern) -> None:
     """Natively the seed's failure shows too: glibc's double-free abort, the
     segfault."""
-    expect = pattern.expectation("buggy")
     result = run_pattern(pattern.name, "buggy", pattern.trigger, native=True)
     assert result.verdict is Verdict.CRASH, result.judgement.reasons
     assert result.exit is not None and result.exit.returncode is not None
-    assert signal.Signals(-result.exit.returncode).name == expect.native
-    if expect.native == "SIGABRT":
+    assert signal.Signals(-result.exit.returncode).name == pattern.native_failure
+    if pattern.native_failure == "SIGABRT":
         assert "double free" in result.stderr_path.read_text()
 
 
