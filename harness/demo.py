@@ -10,7 +10,8 @@ from .frames import SourceIndex, best_stack, own_frames
 from .gate import CaseResult, project_cases, run_cases
 from .model import Verdict
 from .patterns import all_patterns
-from .report import summary, write_all
+from .report import _detector_md, summary, write_all
+from .runner import DETECTORS
 from .terminal import heap_lines
 
 WIDTH = 78
@@ -81,13 +82,24 @@ def leak_sites(r: CaseResult, index: SourceIndex) -> list[str]:
             for key, (b, n) in sorted(sites.items(), key=lambda kv: -kv[1][0])]
 
 
+def detector_line(row: dict) -> str:
+    parts = []
+    for detector in DETECTORS:
+        entry = row.get(detector)
+        if entry:
+            parts.append(f"{detector} {'caught' if entry['caught'] else 'missed'}"
+                         + ("" if entry["expected"] else "*"))
+    return "detectors: " + " · ".join(parts)
+
+
 def story(buggy: CaseResult, fixed: CaseResult) -> list[str]:
     pattern = buggy.case.pattern
     assert pattern is not None
     out = ["", "=" * WIDTH, f"{pattern.name}: {pattern.title}", "=" * WIDTH]
     out += wrap("seed:   ", f"{pattern.seed}: {pattern.seed_story}")
     out += wrap("client: ", f"{pattern.client} (scenario {pattern.trigger})")
-    out.append(f"buggy:  {buggy.run.verdict.label.upper()}  ({buggy.outcome.label}: {buggy.message})")
+    tool = "" if buggy.detector == "memcheck" else f" under {buggy.detector}"
+    out.append(f"buggy:  {buggy.run.verdict.label.upper()}{tool}  ({buggy.outcome.label}: {buggy.message})")
     out += [f"        | {line}" for line in what_valgrind_said(buggy)]
     out.append(f"fixed:  {fixed.run.verdict.label.upper()}  ({fixed.outcome.label})")
     out += [f"        | {line}" for line in what_valgrind_said(fixed)]
@@ -97,9 +109,14 @@ def story(buggy: CaseResult, fixed: CaseResult) -> list[str]:
 
 def run_demo(out_dir: Path, jobs: int = 2) -> int:
     started = time.monotonic()
-    cases = project_cases()
-    _say(f"Running {len(cases)} cases under valgrind memcheck, {jobs} at a time "
-         "(each pair's buggy variant on its trigger, every fixed variant on every scenario)...")
+    cases = project_cases(detectors=DETECTORS, every_scenario=("memcheck",))
+    missing = sorted({c.target.argv[0] for c in cases if not Path(c.target.argv[0]).exists()})
+    if missing:
+        _say(f"not built: {', '.join(missing)}: run 'make demo' (it builds both trees)")
+        return 2
+    _say(f"Running {len(cases)} cases, {jobs} at a time: every pair's buggy and fixed variant "
+         f"on its trigger under {', '.join(DETECTORS)}, and every fixed variant on every "
+         "scenario under memcheck...")
 
     tty = sys.stdout.isatty()
 
@@ -115,15 +132,22 @@ def run_demo(out_dir: Path, jobs: int = 2) -> int:
     if tty:
         _say("\r" + " " * WIDTH)
     by_id = {r.case.id: r for r in results}
+    data = summary(results)
     for pattern in all_patterns():
         if not pattern.is_pair:
             continue
-        buggy = by_id[f"{pattern.name}-buggy-{pattern.trigger}"]
-        fixed = by_id[f"{pattern.name}-fixed-{pattern.trigger}"]
+        detector = pattern.detectors[0]
+        suffix = "" if detector == "memcheck" else f"@{detector}"
+        buggy = by_id[f"{pattern.name}-buggy-{pattern.trigger}{suffix}"]
+        fixed = by_id[f"{pattern.name}-fixed-{pattern.trigger}{suffix}"]
         for line in story(buggy, fixed):
             _say(line)
+        _say("        " + detector_line(data["detectors"].get(pattern.name, {})))
+    _say("")
+    _say("Which detector sees which bug (* = not named in the manifest, never gating):")
+    for line in _detector_md(data["detectors"])[:-2]:
+        _say("  " + line)
     paths = write_all(results, out_dir)
-    data = summary(results)
     failing = [r for r in results if r.outcome.fails]
     _say("")
     _say(f"{len(results)} cases in {time.monotonic() - started:.0f}s: "

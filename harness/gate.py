@@ -189,12 +189,14 @@ def evaluate(case: Case, run: RunResult, baseline: dict[str, str]) -> CaseResult
 
 # -- the project's matrix -----------------------------------------------------
 def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | None = None,
-                  detectors: tuple[str, ...] = ("memcheck",), informational: bool = True) -> list[Case]:
+                  detectors: tuple[str, ...] = ("memcheck",), informational: bool = True,
+                  every_scenario: tuple[str, ...] | None = None) -> list[Case]:
     """Per detector: every pair's buggy variant against its trigger (expected
     to show its manifest's finding, or informational for a detector the
     manifest does not name), every fixed variant and every single-variant
-    server against every scenario it lists.  Case ids carry '@DETECTOR' for
-    every detector but memcheck."""
+    server against every scenario it lists (only its trigger under a
+    detector left out of `every_scenario`, when given).  Case ids carry
+    '@DETECTOR' for every detector but memcheck."""
     cases = []
     base = options or RunOptions(require_exit_zero=True)
     for detector in detectors:
@@ -208,7 +210,9 @@ def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | N
                     continue
                 binary = pattern.binary(variant, detector=detector)
                 target = Target(argv=[str(binary), "--port", "0"], name=f"{pattern.name}-{variant}")
-                scenarios = [pattern.trigger] if variant == "buggy" else (pattern.scenarios or named_scenarios())
+                scenarios = [pattern.trigger] if variant == "buggy" or (
+                    every_scenario is not None and detector not in every_scenario) \
+                    else (pattern.scenarios or named_scenarios())
                 for scenario in scenarios:
                     cases.append(Case(id=f"{pattern.name}-{variant}-{scenario}{suffix}", target=target,
                                       scenario=scenario, expect=expect, variant=variant,
