@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from . import launch
+from . import growth, launch
 from .demo import run_demo
 from .frames import SourceIndex
 from .gate import (BaselineError, Case, CaseResult, baseline_text, first_own_frames, load_baseline,
@@ -211,6 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     index = SourceIndex.scan([Path(d) for d in args.source_dir] or roots)
     out_base = Path(args.out) if args.out else REPORTS / "runs"
     expect = pattern.expectation(variant, args.detector) if pattern else None
+    if args.load:
+        return _run_load(args, target, scenario, options, out_base)
     results = []
     for i in range(args.repeat):
         run_dir = out_base / (f"{target.name}-{scenario.name}" + (f"-{i + 1}" if args.repeat > 1 else ""))
@@ -229,6 +231,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         "verdicts": dict(Counter(r.verdict.label for r in results)),
         "verdict": worst.label}
     _write_json(data, args.json)
+    return exit_status(worst)
+
+
+def _run_load(args: argparse.Namespace, target: Target, scenario, options: RunOptions,
+              out_base: Path) -> int:
+    try:
+        counts = [int(x) for x in args.load.split(",")]
+    except ValueError:
+        raise UsageError(f"--load {args.load!r}: expected two connection counts, e.g. 2,10") from None
+    if len(counts) != 2 or min(counts) < 1 or counts[0] == counts[1]:
+        raise UsageError(f"--load {args.load!r}: expected two different counts >= 1, e.g. 2,10")
+    points, results = [], []
+    for n in counts:
+        try:
+            scaled = growth.with_load(scenario, n)
+        except ValueError as exc:
+            raise UsageError(f"--load: {exc}") from None
+        result = run_case(target, scaled, out_base / f"{target.name}-{scaled.name}", options)
+        results.append(result)
+        nbytes, nblocks = growth.leaked(result)
+        points.append((n, nbytes, nblocks))
+        print(f"{n:>6} connections: {result.verdict.label:13} in use at exit: {nbytes:,} bytes "
+              f"in {nblocks:,} blocks", flush=True)
+    fit = growth.slope(points)
+    print(fit.describe())
+    worst = max((r.verdict for r in results), key=lambda v: v.rank)
+    _write_json({"verdict": worst.label, "slope": fit.to_json(),
+                 "runs": [r.to_json() for r in results]}, args.json)
     return exit_status(worst)
 
 
@@ -380,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--detector", choices=DETECTORS, default="memcheck",
                     help="memcheck (default), asan (the build/asan tree, natively), helgrind, drd")
     pr.add_argument("--repeat", type=int, default=1, help="run N times, report the rate")
+    pr.add_argument("--load", metavar="N1,N2",
+                    help="run at two connection counts, report the leak per connection")
     pr.add_argument("--json", metavar="PATH|-", help="write the result as JSON ('-': stdout)")
     pr.add_argument("--out", help="directory for the run's files (default reports/runs)")
     pr.add_argument("--source-dir", action="append", default=[],

@@ -7,6 +7,7 @@
  * else on stdout, and serves one connection at a time as a line echo.  MODE:
  *   echo         correct; exits 0 on SIGTERM
  *   leak         keeps a copy of every line it echoes, never freed
+ *   leak-once    leaks one block at start, then serves as echo
  *   nullcall     calls a NULL handler on the first line it reads (SIGSEGV)
  *   ignore-term  ignores SIGTERM (and SIGINT): only SIGKILL ends it
  *   die-at-start exits with status 3 before listening
@@ -98,6 +99,8 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(mode, "flood"))
     flood();
+  if (!strcmp(mode, "leak-once"))
+    remember_line("started", 7);
   if (!strcmp(mode, "fork") && fork() == 0) {
     while (!stop)
       pause();
