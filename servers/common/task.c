@@ -34,6 +34,16 @@ int task_wait_release(task_t *task) {
 void task_registry_init(task_registry_t *reg) {
   list_init(&reg->tasks);
   reg->count = 0;
+  reg->on_empty = NULL;
+  reg->on_empty_arg = NULL;
+}
+
+static void notify_if_empty(task_registry_t *reg) {
+  task_registry_cb done = reg->on_empty;
+  if (reg->count != 0 || done == NULL)
+    return;
+  reg->on_empty = NULL;
+  done(reg, reg->on_empty_arg);
 }
 
 void task_registry_hold(task_registry_t *reg, task_t *task) {
@@ -42,9 +52,12 @@ void task_registry_hold(task_registry_t *reg, task_t *task) {
 }
 
 int task_registry_release(task_registry_t *reg, task_t *task) {
+  int running;
   list_remove(&task->node);
   reg->count--;
-  return task_wait_release(task);
+  running = task_wait_release(task);
+  notify_if_empty(reg);
+  return running;
 }
 
 size_t task_registry_wait_all(task_registry_t *reg) {
@@ -54,4 +67,10 @@ size_t task_registry_wait_all(task_registry_t *reg) {
     running += (size_t)task_registry_release(reg, LIST_ENTRY(node, task_t, node));
   }
   return running;
+}
+
+void task_registry_await_empty(task_registry_t *reg, task_registry_cb done, void *arg) {
+  reg->on_empty = done;
+  reg->on_empty_arg = arg;
+  notify_if_empty(reg);
 }

@@ -33,10 +33,15 @@ void task_detach(task_t *task);
 int task_wait_release(task_t *task);
 
 /* A registry of held results (the fixed servers' sessions_ and accept_task_). */
-typedef struct task_registry {
+typedef struct task_registry task_registry_t;
+typedef void (*task_registry_cb)(task_registry_t *reg, void *arg);
+
+struct task_registry {
   list_node_t tasks;
   size_t count;
-} task_registry_t;
+  task_registry_cb on_empty; /* a pending task_registry_await_empty() */
+  void *on_empty_arg;
+};
 
 void task_registry_init(task_registry_t *reg);
 void task_registry_hold(task_registry_t *reg, task_t *task);
@@ -46,5 +51,10 @@ int task_registry_release(task_registry_t *reg, task_t *task);
 /* wait() on every held result: each task must have finished; frees them.
  * Returns the number still running (0 on a clean stop). */
 size_t task_registry_wait_all(task_registry_t *reg);
+/* wait() on every held result without blocking the loop (a stop that
+ * co_awaits its sessions): done(reg, arg) runs once no held task is left, at
+ * once if none is.  Tasks leave the registry as they finish, through
+ * task_registry_release(). */
+void task_registry_await_empty(task_registry_t *reg, task_registry_cb done, void *arg);
 
 #endif
