@@ -43,7 +43,7 @@ PAIR_BIN := $(patsubst servers/%.c,$(BUILD)/servers/%,$(PAIR_SRC))
 PROG_SRC := $(wildcard tests/progs/*.c)
 PROG_BIN := $(patsubst tests/progs/%.c,$(BUILD)/progs/%,$(PROG_SRC))
 
-.PHONY: help deps servers progs test demo clean repro
+.PHONY: help deps servers progs test demo clean repro bench soak
 
 help:
 	@echo "make demo    build everything and show each bug next to its fix"
@@ -51,6 +51,8 @@ help:
 	@echo "make deps    install the Debian packages this project needs"
 	@echo "make servers build every server under servers/ into $(BUILD)/"
 	@echo "make repro P=PATTERN [V=buggy]  reproduce one bug locally"
+	@echo "make bench   measure the harness, write reports/bench.md"
+	@echo "make soak    the long reliability runs (minutes)"
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -83,6 +85,11 @@ demo: deps
 	@$(MAKE) --no-print-directory servers
 	@$(MAKE) --no-print-directory servers SANITIZE=address
 	$(PY) -m harness demo
+
+bench: deps
+	@$(MAKE) --no-print-directory servers progs
+	@$(MAKE) --no-print-directory servers SANITIZE=address
+	$(PY) bench/run.py
 
 repro: deps
 	@$(MAKE) --no-print-directory servers

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .scenario import Scenario, Step
-from .timeouts import Deadline
+from .timeouts import Deadline, scaled
 
 SIOCOUTQ = termios.TIOCOUTQ
 SIOCINQ = termios.FIONREAD
@@ -142,7 +142,10 @@ class Player:
         self.idle.clear()
 
     def _timeout(self, step: Step) -> float:
-        return float(step.get("timeout") or self.step_timeout)
+        # A step's own timeout is scaled like every other deadline
+        # (step_timeout arrives already scaled from the runner).
+        own = step.get("timeout")
+        return scaled(float(own)) if own else self.step_timeout
 
     def _targets(self, step: Step) -> list[Conn]:
         name = step.get("conn")
@@ -266,6 +269,7 @@ class Player:
             deadline = Deadline(self._timeout(step))
             want = step.get("min_queued")
             state = "no check yet"
+            last = None
             while True:
                 outq = struct.unpack("i", fcntl.ioctl(conn.sock, SIOCOUTQ, b"\0" * 4))[0]
                 inq = struct.unpack("i", fcntl.ioctl(conn.sock, SIOCINQ, b"\0" * 4))[0]
@@ -276,7 +280,12 @@ class Player:
                 held = conn.sent - conn.received - inq - tx
                 state = (f"client unsent {outq}, server unread {rx}, in kernel buffers "
                          f"{tx + inq}, held by the server {held}")
-                if outq == 0 and rx == 0 and held >= want:
+                # Settled: the same counts twice in a row.  A server that has
+                # read everything may still be moving replies into its socket;
+                # the first reading would overstate what it holds.
+                settled = last == (outq, inq, tx, rx)
+                last = (outq, inq, tx, rx)
+                if outq == 0 and rx == 0 and held >= want and settled:
                     self.result.notes.append(f"{step.label} {conn.name}: {state}")
                     break
                 if deadline.expired():
@@ -566,6 +575,10 @@ class Fuzz:
 
     def _open(self) -> None:
         sock = self.player._connect(None, 2.0)
+        # Every send leaves at once: with Nagle, bytes held back by timing
+        # would be dropped or not by a later reset, and a seed would not
+        # replay the same bytes on the wire.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         self.pool.append(sock)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
-import threading
+import multiprocessing
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -240,23 +240,30 @@ def run_cases(cases: list[Case], out_dir: Path, jobs: int = 1, baseline: dict[st
     """Run every case (`jobs` at a time: each case has its own run folder and
     its server picks its own port, so workers share nothing) in case order."""
     baseline = baseline or {}
-    lock = threading.Lock()
-    done = 0
+    results: list[CaseResult | None] = [None] * len(cases)
 
-    def one(case: Case) -> CaseResult:
-        nonlocal done
-        run = run_case(case.target, load_scenario(case.scenario), out_dir / "runs" / case.id, case.options)
-        result = evaluate(case, run, baseline)
-        with lock:
-            done += 1
-            if progress:
-                progress(result, done, len(cases))
-        return result
+    def record(i: int, result: CaseResult) -> None:
+        results[i] = result
+        if progress:
+            progress(result, sum(r is not None for r in results), len(cases))
 
     if jobs <= 1:
-        return [one(c) for c in cases]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, cases))
+        for i, case in enumerate(cases):
+            record(i, run_one(case, out_dir, baseline))
+        return results     # type: ignore[return-value]
+    # Worker processes, not threads: the clients are Python and would share
+    # one interpreter lock.  Each worker runs its own servers and reaps them.
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(run_one, case, out_dir, baseline): i for i, case in enumerate(cases)}
+        for future in concurrent.futures.as_completed(futures):
+            record(futures[future], future.result())
+    return results     # type: ignore[return-value]
+
+
+def run_one(case: Case, out_dir: Path, baseline: dict[str, str]) -> CaseResult:
+    run = run_case(case.target, load_scenario(case.scenario), out_dir / "runs" / case.id, case.options)
+    return evaluate(case, run, baseline)
 
 
 def first_own_frames(result: CaseResult, limit: int = 3) -> list[str]:

@@ -134,9 +134,14 @@ def judge(log: ValgrindLog | None, exit: ExitInfo | None, policy: LeakPolicy,
     if log is None:
         if parse_error:
             add(Verdict.UNRESOLVED, parse_error)
-    elif not log.complete and not (exit and exit.hung):
+    elif not log.main.complete and not (exit and exit.hung):
         add(Verdict.UNRESOLVED, "the log is cut short (no ERROR SUMMARY): "
             "the process did not finish under valgrind")
+    elif log.main.complete and not log.complete:
+        # Children the server forked and the harness killed with its group.
+        cut = [p.pid for p in log.processes if not p.complete]
+        found.setdefault(Verdict.CLEAN, []).append(
+            f"child process(es) {', '.join(map(str, cut))} did not finish (killed with the group)")
     for failure in scenario_failures or []:
         add(Verdict.UNRESOLVED, f"scenario: {failure}")
     if require_exit_zero and exit and exit.returncode is not None and exit.returncode > 0 \

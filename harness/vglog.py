@@ -2,7 +2,7 @@
 no files.
 
 The log is read line by line (``parse_lines`` takes any iterable of lines), so
-a log of any size is parsed in one pass; findings past ``max_findings`` per
+a log of any size is parsed in one pass; findings past ``max_findings`` in
 process are counted, not kept, which keeps memory flat on huge logs.
 
 What is read, per process (logs can hold several PIDs):
@@ -205,10 +205,10 @@ class _Block:
 
 
 class _ProcessParser:
-    def __init__(self, pid: int, max_findings: int) -> None:
+    def __init__(self, pid: int, budget: "_Budget") -> None:
         self.proc = ProcessLog(pid=pid)
         self.block = _Block()
-        self.max_findings = max_findings
+        self.budget = budget
         self.marked = False
 
     def feed(self, text: str) -> None:
@@ -239,7 +239,7 @@ class _ProcessParser:
 
     def _add_finding(self, finding: Finding) -> None:
         finding.pid = self.proc.pid
-        if len(self.proc.findings) < self.max_findings:
+        if self.budget.take():
             self.proc.findings.append(finding)
         else:
             self.proc.dropped_findings += 1
@@ -351,9 +351,23 @@ class _ProcessParser:
         self._add_finding(finding)
 
 
+class _Budget:
+    """How many findings the whole log may still keep (all processes)."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
 def parse_lines(lines: Iterable[str], max_findings: int = 5000) -> ValgrindLog:
     """Parse a valgrind text log given as lines (a file object will do)."""
     parsers: dict[int, _ProcessParser] = {}
+    budget = _Budget(max_findings)
     order: list[int] = []
     seen_any = False
     other = 0
@@ -369,7 +383,7 @@ def parse_lines(lines: Iterable[str], max_findings: int = 5000) -> ValgrindLog:
         pid = int(m.group(2))
         parser = parsers.get(pid)
         if parser is None:
-            parser = parsers[pid] = _ProcessParser(pid, max_findings)
+            parser = parsers[pid] = _ProcessParser(pid, budget)
             order.append(pid)
         if m.group(1) == "==":
             parser.feed(m.group(3))

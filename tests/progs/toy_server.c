@@ -3,8 +3,10 @@
  *
  *   toy_server MODE PORT
  *
- * It listens on 127.0.0.1:PORT (0 picks one and prints it), prints nothing
- * else on stdout, and serves one connection at a time as a line echo.  MODE:
+ * It listens on 127.0.0.1:PORT (0 picks one and prints it on stderr), prints
+ * nothing on stdout, and echoes what every client sends (up to MAX_CLIENTS
+ * at once, one poll loop).  SIGTERM/SIGINT are blocked but in ppoll(), so a
+ * stop signal is never lost between two checks.  MODE:
  *   echo         correct; exits 0 on SIGTERM
  *   leak         keeps a copy of every line it echoes, never freed
  *   leak-once    leaks one block at start, then serves as echo
@@ -15,6 +17,7 @@
  *   flood        writes megabytes to stdout and stderr, then serves as echo
  *   fork         forks a child that also stays alive, then serves as echo
  */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -45,21 +48,52 @@ static void remember_line(const char *line, size_t len) {
 
 typedef void (*handler_fn)(const char *, size_t);
 
-static void serve(int fd) {
+#define MAX_CLIENTS 256
+
+/* One read and its echo; -1 when the client is gone. */
+static int serve_chunk(int fd) {
   char buf[4096];
   handler_fn handler = NULL;
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0)
-      break;
-    if (!strcmp(mode, "leak"))
-      remember_line(buf, (size_t)n);
-    if (!strcmp(mode, "nullcall"))
-      handler(buf, (size_t)n);
-    if (write(fd, buf, (size_t)n) < 0)
-      break;
+  ssize_t n = read(fd, buf, sizeof(buf));
+  if (n <= 0)
+    return -1;
+  if (!strcmp(mode, "leak"))
+    remember_line(buf, (size_t)n);
+  if (!strcmp(mode, "nullcall"))
+    handler(buf, (size_t)n);
+  return write(fd, buf, (size_t)n) < 0 ? -1 : 0;
+}
+
+static void serve(int lfd, const sigset_t *waitmask) {
+  int clients[MAX_CLIENTS];
+  int nclients = 0;
+  while (!stop) {
+    struct pollfd pfds[1 + MAX_CLIENTS];
+    int n = nclients;
+    pfds[0].fd = lfd;
+    pfds[0].events = POLLIN;
+    for (int i = 0; i < n; i++) {
+      pfds[1 + i].fd = clients[i];
+      pfds[1 + i].events = POLLIN;
+    }
+    if (ppoll(pfds, (nfds_t)(1 + n), NULL, waitmask) < 0)
+      continue; /* EINTR: the loop checks stop */
+    for (int i = n - 1; i >= 0; i--) {
+      if (pfds[1 + i].revents && serve_chunk(clients[i]) < 0) {
+        close(clients[i]);
+        clients[i] = clients[--nclients];
+      }
+    }
+    if (pfds[0].revents & POLLIN) {
+      int fd = accept(lfd, NULL, NULL);
+      if (fd >= 0 && nclients < MAX_CLIENTS)
+        clients[nclients++] = fd;
+      else if (fd >= 0)
+        close(fd);
+    }
   }
-  close(fd);
+  while (nclients > 0)
+    close(clients[--nclients]);
 }
 
 static void flood(void) {
@@ -75,6 +109,7 @@ static void flood(void) {
 int main(int argc, char **argv) {
   struct sockaddr_in addr;
   struct sigaction sa;
+  sigset_t stops, waitmask;
   int lfd, one = 1;
   socklen_t len = sizeof(addr);
 
@@ -88,13 +123,17 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
+  sigemptyset(&stops);
+  sigaddset(&stops, SIGTERM);
+  sigaddset(&stops, SIGINT);
+  sigprocmask(SIG_BLOCK, &stops, &waitmask);
   if (!strcmp(mode, "die-at-start")) {
     fprintf(stderr, "toy_server: cannot start (on purpose)\n");
     return 3;
   }
   if (!strcmp(mode, "never-listen")) {
     while (!stop)
-      pause();
+      sigsuspend(&waitmask);
     return 0;
   }
   if (!strcmp(mode, "flood"))
@@ -103,7 +142,7 @@ int main(int argc, char **argv) {
     remember_line("started", 7);
   if (!strcmp(mode, "fork") && fork() == 0) {
     while (!stop)
-      pause();
+      sigsuspend(&waitmask);
     _exit(0);
   }
   lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -118,14 +157,7 @@ int main(int argc, char **argv) {
   }
   getsockname(lfd, (struct sockaddr *)&addr, &len);
   fprintf(stderr, "toy_server: %s mode on port %d\n", mode, ntohs(addr.sin_port));
-  while (!stop) {
-    struct pollfd pfd = {lfd, POLLIN, 0};
-    if (poll(&pfd, 1, -1) < 0 && errno == EINTR)
-      continue;
-    int fd = accept(lfd, NULL, NULL);
-    if (fd >= 0)
-      serve(fd);
-  }
+  serve(lfd, &waitmask);
   close(lfd);
   return 0;
 }

@@ -1,0 +1,22 @@
+"""The baseline for the per-case overhead: the least a script can do to run
+one case by hand.  Start the server under valgrind, wait for its readiness
+line, connect, send a line, read the echo, close, SIGTERM, wait, read the log
+and look for its ERROR SUMMARY.  No scenario language, no judging, no
+reports.   usage: minimal.py SERVER LOGFILE"""
+import signal
+import socket
+import subprocess
+import sys
+
+server, log = sys.argv[1], sys.argv[2]
+proc = subprocess.Popen(["valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=all",
+                         f"--log-file={log}", server, "--port", "0"],
+                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+port = int(proc.stdout.readline().decode().rsplit(":", 1)[1])
+with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    s.sendall(b"hello\n")
+    s.recv(100)
+proc.send_signal(signal.SIGTERM)
+proc.wait(timeout=60)
+text = open(log).read()
+sys.exit(0 if "ERROR SUMMARY: 0 errors" in text else 1)

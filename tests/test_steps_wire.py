@@ -1,0 +1,504 @@
+"""Each scenario step does what it says ON THE WIRE.
+
+The server is a small Python one (tests/pyserver.py) that records what it
+observes per connection; the client is harness.clients.Player, driven
+directly.  Every wait is an event with a deadline (Condition.wait_for).
+"""
+from __future__ import annotations
+
+import fcntl
+import re
+import socket
+import struct
+import sys
+import termios
+import threading
+import time
+
+import pytest
+
+import pyserver
+from harness.clients import kernel_queues, play
+from harness.scenario import parse_scenario
+
+T = 5.0         # deadline of any wait for the server to observe something
+
+
+def scenario(*steps: dict, **settings):
+    data = {"steps": list(steps)}
+    if settings:
+        data["settings"] = settings
+    return parse_scenario(data, "test", "test")
+
+
+class StopCounter:
+    """The stop function: counts calls; may first wait for a condition so a
+    test can hold the client at a known point (the stop step as a barrier)."""
+
+    def __init__(self, before=None) -> None:
+        self.calls = 0
+        self.before = before
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.before is not None:
+            assert self.before(), "the barrier's condition did not hold in time"
+
+
+def run(srv: pyserver.PyServer, *steps: dict, stop=None, step_timeout: float = T,
+        keep_open: bool = False):
+    stop = stop or StopCounter()
+    result, player = play(scenario(*steps), "127.0.0.1", srv.port, stop, step_timeout)
+    if not keep_open:
+        player.close_all()
+    return result, player, stop
+
+
+def only(srv: pyserver.PyServer) -> pyserver.Seen:
+    assert srv.wait_for(lambda: len(srv.accepted) >= 1, T)
+    assert len(srv.accepted) == 1, f"{len(srv.accepted)} connections accepted, expected 1"
+    return srv.accepted[0]
+
+
+def ended(srv: pyserver.PyServer, seen: pyserver.Seen) -> str:
+    assert srv.wait_for(lambda: seen.end is not None, T), "the server saw no end"
+    return seen.end
+
+
+# -- close, reset, half_close ------------------------------------------------------
+def test_reset_is_seen_as_econnreset_not_eof():
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "bye\n"},
+                           {"do": "reset", "conn": "c"}, keep_open=True)
+        assert result.failures == []
+        seen = only(srv)
+        assert ended(srv, seen) == "reset"
+        assert seen.data == b"bye\n"
+
+
+def test_close_is_seen_as_eof():
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "bye\n"},
+                           {"do": "close", "conn": "c"}, keep_open=True)
+        assert result.failures == []
+        seen = only(srv)
+        assert ended(srv, seen) == "eof"
+        assert seen.data == b"bye\n"
+
+
+def test_close_with_unread_reply_is_still_a_fin():
+    """The echo sits unread in the client's receive queue when it closes:
+    the kernel would turn that close into an RST; the step must not."""
+    with pyserver.PyServer(pyserver.echo) as srv:
+        def echoed() -> bool:
+            return srv.wait_for(lambda: srv.accepted and srv.accepted[0].sent >= 7, T)
+        result, _, stop = run(srv, {"do": "open", "conn": "c"},
+                              {"do": "send", "conn": "c", "text": "unread\n"},
+                              {"do": "stop"},                 # barrier: the echo was sent
+                              {"do": "close", "conn": "c"},
+                              stop=StopCounter(echoed), keep_open=True)
+        assert result.failures == [] and stop.calls == 1
+        seen = only(srv)
+        assert ended(srv, seen) == "eof"
+
+
+def test_half_close_is_eof_and_the_client_still_receives():
+    with pyserver.PyServer(pyserver.echo_after_eof) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "a line\nand a partial one"},
+                           {"do": "half_close", "conn": "c"},
+                           {"do": "expect", "conn": "c", "echo": True},
+                           {"do": "wait_closed", "conn": "c", "how": "eof"})
+        assert result.failures == []
+        seen = only(srv)
+        assert ended(srv, seen) == "eof"
+        # the server saw the EOF first, then still sent (and the client got it)
+        assert seen.events.index("eof") < seen.events.index("sent")
+        assert seen.sent == len(b"a line\nand a partial one")
+
+
+def test_using_a_closed_connection_fails_clearly():
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"}, {"do": "close", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "late\n"})
+        assert result.failures == ["step 3 (send): connection 'c' was closed by an earlier step"]
+
+
+# -- send ----------------------------------------------------------------------------
+@pytest.fixture
+def quick_thread_switches():
+    """Client and server threads share one GIL: let a thread woken by the
+    kernel run at once, so the server reads while the client still sends."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(old)
+
+
+@pytest.mark.parametrize("chunk", ["byte", "all"])
+def test_send_chunk_byte_arrives_in_many_segments(chunk, quick_thread_switches):
+    text = "".join(chr(ord("a") + i % 26) for i in range(2000)) + "\n"
+    with pyserver.PyServer(pyserver.record) as srv:
+        # barrier: the server has accepted and waits in recv before the bytes flow
+        barrier = StopCounter(lambda: srv.wait_for(lambda: len(srv.accepted) == 1, T))
+        result, _, _ = run(srv, {"do": "open", "conn": "c"}, {"do": "stop"},
+                           {"do": "send", "conn": "c", "text": text, "chunk": chunk},
+                           {"do": "close", "conn": "c"}, stop=barrier)
+        assert result.failures == []
+        seen = only(srv)
+        assert ended(srv, seen) == "eof"
+        assert seen.data == text.encode()
+        segments = srv.data_segments_in(seen)    # counted by the kernel: no timing in it
+        if chunk == "byte":
+            assert segments > 1 and seen.recvs > 1, (segments, seen.recvs)
+        else:
+            assert segments == 1, segments
+
+
+@pytest.mark.parametrize("size,line_length", [(1000, 10), (1001, 64), (500, 0), (300, 1)])
+def test_send_generated_lines(size, line_length):
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "size": size, "line_length": line_length,
+                            "chunk": "line"},
+                           {"do": "close", "conn": "c"})
+        assert result.failures == []
+        seen = only(srv)
+        assert ended(srv, seen) == "eof"
+        data = seen.data
+        assert len(data) == size
+        if line_length == 0:
+            assert b"\n" not in data
+            return
+        lines = data.split(b"\n")
+        whole, last = lines[:-1], lines[-1]
+        assert all(len(line) + 1 == line_length for line in whole)
+        assert len(whole) == size // line_length
+        assert len(last) == size % line_length
+
+
+def test_send_repeat_and_hex():
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "ab\n", "repeat": 3},
+                           {"do": "send", "conn": "c", "hex": "00ff7f0a"},
+                           {"do": "close", "conn": "c"})
+        assert result.failures == []
+        seen = only(srv)
+        assert ended(srv, seen) == "eof"
+        assert seen.data == b"ab\nab\nab\n\x00\xff\x7f\n"
+
+
+# -- expect ----------------------------------------------------------------------------
+def test_expect_forms_succeed_against_an_echo():
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, _, _ = run(
+            srv, {"do": "open", "conn": "c"},
+            {"do": "send", "conn": "c", "text": "hello\n"},
+            {"do": "expect", "conn": "c", "echo": True},
+            {"do": "send", "conn": "c", "text": "exact\n"},
+            {"do": "expect", "conn": "c", "text": "exact\n"},
+            {"do": "send", "conn": "c", "hex": "00ff10"},
+            {"do": "expect", "conn": "c", "hex": "00ff10"},
+            {"do": "send", "conn": "c", "size": 100000, "line_length": 100},
+            {"do": "expect", "conn": "c", "size": 100000},
+            {"do": "send", "conn": "c", "text": "one\ntwo\n"},
+            {"do": "expect", "conn": "c", "line": True},
+            {"do": "expect", "conn": "c", "text": "two\n"},
+            {"do": "close", "conn": "c"})
+        assert result.failures == []
+
+
+def test_expect_mismatch_names_the_step_and_skips_the_rest():
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, _, stop = run(srv, {"do": "open", "conn": "c"},
+                              {"do": "send", "conn": "c", "text": "hello\n"},
+                              {"do": "expect", "conn": "c", "text": "help!\n"},
+                              {"do": "stop"})
+        assert len(result.failures) == 1
+        msg = result.failures[0]
+        assert msg.startswith("step 3 (expect): c: reply differs at byte 3"), msg
+        assert stop.calls == 0, "the steps after a failure must be skipped"
+
+
+def test_expect_hex_mismatch():
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "hex": "0102"},
+                           {"do": "expect", "conn": "c", "hex": "0103"})
+        assert result.failures and result.failures[0].startswith("step 3 (expect): c: reply differs")
+
+
+@pytest.mark.parametrize("expect", [{"size": 100}, {"line": True}, {"text": "hi\nmore"}])
+def test_expect_times_out_with_the_step_named(expect):
+    with pyserver.PyServer(pyserver.echo) as srv:
+        t0 = time.monotonic()
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "hi"},
+                           {"do": "expect", "conn": "c", "timeout": 0.3, **expect})
+        took = time.monotonic() - t0
+        assert len(result.failures) == 1
+        assert result.failures[0].startswith("step 3 (expect): c: timed out"), result.failures
+        assert 0.3 <= took < 3
+
+
+def test_expect_sees_the_server_close():
+    with pyserver.PyServer(pyserver.close_at_once) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "expect", "conn": "c", "line": True})
+        assert result.failures and "step 2 (expect): c: the server closed the connection" \
+            in result.failures[0]
+
+
+# -- stall + wait_read ------------------------------------------------------------------
+def test_stall_and_wait_read_measure_what_the_server_holds():
+    size = 6 << 20
+    with pyserver.PyServer(pyserver.queued_echo) as srv:
+        result, player, _ = run(srv, {"do": "open", "conn": "c", "rcvbuf": 4096},
+                                {"do": "stall", "conn": "c"},
+                                {"do": "send", "conn": "c", "size": size, "line_length": 128},
+                                {"do": "wait_read", "conn": "c", "min_queued": 65536},
+                                keep_open=True, step_timeout=15)
+        try:
+            assert result.failures == []
+            seen = only(srv)
+            note = next(n for n in result.notes if n.startswith("step 4 (wait_read) c:"))
+            assert "client unsent 0, server unread 0" in note, note
+            held = int(re.search(r"held by the server (\d+)", note).group(1))
+            assert held >= 65536
+            # the server read it all and is stuck writing: its queue is final
+            assert srv.wait_for(lambda: len(seen.data) == size and seen.blocked, T)
+            with srv.cond:
+                pending = seen.pending
+            # what the server holds = what was sent - what sits in kernel buffers
+            conn = player.conns["c"]
+            inq = struct.unpack("i", fcntl.ioctl(conn.sock, termios.FIONREAD, b"\0" * 4))[0]
+            tx, rx = kernel_queues(srv.port, conn.client_port)
+            assert (rx, size - inq - tx) == (0, pending)
+            # the note's figure was read when the counts had settled; a server
+            # still moving replies into its socket then can only have less now
+            assert 65536 <= pending <= held, (note, pending)
+        finally:
+            player.close_all()
+
+
+def test_wait_read_fails_when_the_server_stops_reading():
+    with pyserver.PyServer(pyserver.read_then_stop(10)) as srv:
+        t0 = time.monotonic()
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "size": 65536},
+                           {"do": "wait_read", "conn": "c", "timeout": 0.5})
+        took = time.monotonic() - t0
+        assert len(result.failures) == 1
+        msg = result.failures[0]
+        assert msg.startswith("step 3 (wait_read): c: the server did not read everything "
+                              "within 0.5s"), msg
+        assert re.search(r"server unread [1-9]\d*", msg), msg
+        assert 0.5 <= took < 3
+
+
+# -- wait_closed ----------------------------------------------------------------------------
+@pytest.mark.parametrize("handler,how", [(pyserver.close_on_data, "eof"),
+                                         (pyserver.reset_on_data, "reset"),
+                                         (pyserver.close_on_data, "any"),
+                                         (pyserver.reset_on_data, "any")])
+def test_wait_closed(handler, how):
+    with pyserver.PyServer(handler) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "x"},
+                           {"do": "wait_closed", "conn": "c", "how": how})
+        assert result.failures == []
+
+
+@pytest.mark.parametrize("handler,how,saw", [(pyserver.close_on_data, "reset", "eof"),
+                                             (pyserver.reset_on_data, "eof", "reset")])
+def test_wait_closed_wrong_kind(handler, how, saw):
+    with pyserver.PyServer(handler) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "x"},
+                           {"do": "wait_closed", "conn": "c", "how": how})
+        assert result.failures == [f"step 3 (wait_closed): c: the server closed with {saw}, "
+                                   f"expected {how}"]
+
+
+def test_wait_closed_times_out_when_the_server_never_closes():
+    with pyserver.PyServer(pyserver.hold) as srv:
+        t0 = time.monotonic()
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "wait_closed", "conn": "c", "timeout": 0.3})
+        took = time.monotonic() - t0
+        assert result.failures == ["step 2 (wait_closed): c: the server did not close the "
+                                   "connection within 0.3s"]
+        assert 0.3 <= took < 3
+
+
+# -- stop, pause -----------------------------------------------------------------------------
+def test_stop_is_called_once_and_later_steps_run():
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, _, stop = run(srv, {"do": "open", "conn": "c"}, {"do": "stop"},
+                              {"do": "send", "conn": "c", "text": "after the stop\n"},
+                              {"do": "expect", "conn": "c", "echo": True},
+                              {"do": "close", "conn": "c"})
+        assert result.failures == []
+        assert stop.calls == 1
+        assert result.stopped
+
+
+def test_pause_is_bounded():
+    with pyserver.PyServer(pyserver.record) as srv:
+        t0 = time.monotonic()
+        result, _, _ = run(srv, {"do": "pause", "seconds": 0.2})
+        took = time.monotonic() - t0
+        assert result.failures == []
+        assert 0.2 <= took < 2
+
+
+# -- open -------------------------------------------------------------------------------------
+def test_open_group_whole_and_members_and_rcvbuf():
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, player, _ = run(srv, {"do": "open", "conn": "g", "count": 3, "rcvbuf": 4096},
+                                {"do": "send", "conn": "g", "text": "all\n"},
+                                {"do": "send", "conn": "g2", "text": "only two\n"},
+                                keep_open=True)
+        try:
+            assert result.failures == []
+            assert sorted(player.conns) == ["g1", "g2", "g3"]
+            with socket.socket() as plain:
+                default = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            ports = {}
+            for name in ("g1", "g2", "g3"):
+                sock = player.conns[name].sock
+                rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+                assert rcvbuf <= 2 * 4096 < default, (name, rcvbuf, default)
+                ports[name] = sock.getsockname()[1]
+        finally:
+            player.close_all()
+        assert srv.wait_for(lambda: len(srv.accepted) == 3 and srv.ended() == 3, T)
+        assert len(srv.accepted) == 3
+        got = {name: srv.by_port(port) for name, port in ports.items()}
+        assert got["g1"].data == b"all\n"
+        assert got["g2"].data == b"all\nonly two\n"
+        assert got["g3"].data == b"all\n"
+        assert all(s.end == "eof" for s in got.values())
+
+
+def test_open_refused_is_a_step_failure():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]       # bound, not listening: connect is refused
+        result, _ = play(scenario({"do": "open", "conn": "c"}), "127.0.0.1", port,
+                         StopCounter(), 2.0)
+    assert result.failures == ["step 1 (open): ECONNREFUSED: Connection refused"]
+
+
+# -- storm ------------------------------------------------------------------------------------
+def storm_step(**keys) -> dict:
+    return {"do": "storm", **keys}
+
+
+def test_storm_count_and_concurrency():
+    count, concurrency = 60, 8
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, player, _ = run(srv, storm_step(count=count, concurrency=concurrency, seed=3,
+                                                endings=["close", "reset", "half_close",
+                                                         "stall_reset"],
+                                                stall_bytes=65536))
+        assert result.failures == []
+        stats = result.stats["step 1 (storm)"]
+        assert stats["count"] == count and stats["failed"] == 0
+        assert sum(stats["endings"].values()) == count
+        assert srv.wait_for(lambda: srv.ended() == count, T), \
+            f"{srv.ended()} of {len(srv.accepted)} ended"
+        assert len(srv.accepted) == count
+        assert 2 <= srv.max_open <= concurrency, srv.max_open
+        # each connection's ending, as the server saw it
+        ends = sorted(s.end for s in srv.accepted)
+        assert set(ends) <= {"eof", "reset"}
+
+
+def test_storm_endings_follow_the_seed():
+    def endings(seed: int) -> dict:
+        with pyserver.PyServer(pyserver.echo) as srv:
+            result, _, _ = run(srv, storm_step(count=30, concurrency=8, seed=seed,
+                                               stall_bytes=65536, max_idle=64))
+            assert result.failures == []
+            stats = result.stats["step 1 (storm)"]
+            assert stats["failed"] == 0 and sum(stats["endings"].values()) == 30
+            return stats["endings"]
+    first, again, other = endings(11), endings(11), endings(12)
+    assert first == again
+    assert first != other
+
+
+def test_storm_idle_connections_stay_open_until_close_all():
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, player, _ = run(srv, storm_step(count=4, concurrency=4, endings=["idle"]),
+                                keep_open=True)
+        try:
+            assert result.failures == []
+            assert result.stats["step 1 (storm)"]["endings"] == {"idle": 4}
+            assert len(player.idle) == 4
+            assert srv.wait_for(lambda: len(srv.accepted) == 4
+                                and all(s.sent > 0 for s in srv.accepted), T)
+            for seen in srv.accepted:
+                assert seen.end is None
+                assert srv.tcp_state(seen) == pyserver.TCP_ESTABLISHED
+        finally:
+            player.close_all()
+        assert srv.wait_for(lambda: srv.ended() == 4, T)
+        assert [s.end for s in srv.accepted] == ["eof"] * 4
+
+
+def test_storm_without_echo_does_not_wait_for_replies():
+    with pyserver.PyServer(pyserver.record) as srv:
+        t0 = time.monotonic()
+        result, _, _ = run(srv, storm_step(count=10, concurrency=4, echo=False,
+                                           endings=["close"], timeout=2.0))
+        assert result.failures == []
+        assert time.monotonic() - t0 < 1.5
+        assert srv.wait_for(lambda: srv.ended() == 10, T)
+        assert all(s.data.startswith(b"storm ") and s.end == "eof" for s in srv.accepted)
+
+
+# -- fuzz ---------------------------------------------------------------------------------------
+def fuzz_run(seed: int | None, ops: int = 150):
+    """The server reads everything and never sends or closes first, so the
+    client's operations alone decide what happens on the wire."""
+    step = {"do": "fuzz", "ops": ops, "max_conns": 4}
+    if seed is not None:
+        step["seed"] = seed
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, _, _ = run(srv, step)
+        assert result.failures == []
+        assert srv.wait_for(srv.settled, T)
+        with srv.cond:
+            seen = [(s.data, s.end) for s in srv.accepted]
+    return result, seen
+
+
+def test_fuzz_reports_its_seed_and_replays_exactly():
+    first, seen1 = fuzz_run(4242)
+    again, seen2 = fuzz_run(4242)
+    other, seen3 = fuzz_run(4243)
+    assert "step 1 (fuzz): seed 4242 (replay with seed = 4242)" in first.notes
+    assert len(seen1) > 1
+    assert [len(d) for d, _ in seen1] == [len(d) for d, _ in seen2]
+    assert seen1 == seen2
+    assert seen1 != seen3
+
+
+def test_fuzz_without_a_seed_reports_the_one_it_drew():
+    result, _ = fuzz_run(None, ops=20)
+    notes = [n for n in result.notes if n.startswith("step 1 (fuzz): seed ")]
+    assert len(notes) == 1
+    seed = int(re.search(r"seed (\d+)", notes[0]).group(1))
+    assert f"replay with seed = {seed}" in notes[0]
+
+
+def test_no_thread_left_behind():
+    """Every PyServer used above joined its threads (a leaked thread would
+    mean a handler never saw its end)."""
+    left = [t.name for t in threading.enumerate() if t.name.startswith("pyserver-")]
+    assert left == []
