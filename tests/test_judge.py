@@ -476,3 +476,15 @@ def test_cli_not_valgrind_xml(tmp_path: Path) -> None:
     path = tmp_path / "report.xml"
     path.write_text("<?xml version='1.0'?>\n<html><body/></html>\n")
     _check_bad_input(path, "not valgrind XML: no <valgrindoutput> element")
+
+
+def test_forked_child_cut_short_does_not_make_the_run_unresolved() -> None:
+    """The main process finished; a child the harness killed with the process
+    group did not: noted, judged on what the log says."""
+    text = (INPUTS / "fork-leak.log").read_text()
+    child_summary = next(l for l in text.splitlines() if l.startswith("==2937== ERROR SUMMARY"))
+    log = parse_text(text.replace(child_summary + "\n", ""))
+    assert log.main.complete and not log.complete
+    judgement = judge(log, stopped(0), STRICT)
+    assert judgement.verdict is Verdict.LEAK        # the child's loss record still counts
+    assert any("2937 did not finish" in r for r in judgement.reasons)

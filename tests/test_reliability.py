@@ -81,33 +81,34 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def storm(count: int, seed: int) -> dict:
-    return parse_scenario({"steps": [{"do": "storm", "count": count, "concurrency": 128, "seed": seed,
+def storm(count: int, seed: int):
+    return parse_scenario({"steps": [{"do": "storm", "count": count, "concurrency": 64, "seed": seed,
                                       "endings": ["close", "reset", "half_close", "stall_reset"],
-                                      "stall_bytes": 65536, "timeout": 120}]}, "soak", "soak")
+                                      "stall_bytes": 16384, "timeout": 120}]}, "soak", "soak")
 
 
 @pytest.mark.parametrize("server", FIXED, ids=fixed_ids)
 def test_native_storm_keeps_memory_flat(server, build_dir, tmp_path) -> None:
-    """Warm up with a tenth of the connections, then run the rest: the
-    server's RSS may not grow by more than 2 MB (no per-connection leak)."""
+    """Warm up with a fifth of the connections (the allocator reaches its
+    working size), then two equal halves of the rest: the server's RSS after
+    the second may not exceed that after the first by 2 MB.  A leak of 250
+    bytes per connection would add 2 MB over 8,000 connections."""
     pattern, variant = server
     srv = Server(Target(argv=[str(pattern.binary(variant)), "--port", "0"]), tmp_path,
                  ValgrindOptions(enabled=False))
+    phases = [NATIVE_CONNECTIONS // 5] + [NATIVE_CONNECTIONS * 2 // 5] * 2
+    rss = []
     srv.start()
     try:
         assert srv.wait_ready(10)
-        warm, _ = play(storm(NATIVE_CONNECTIONS // 10, 1), "127.0.0.1", srv.port, lambda: None, 10)
-        assert not warm.failures, warm.failures
-        before = rss_kb(srv.proc.pid)
-        rest, _ = play(storm(NATIVE_CONNECTIONS - NATIVE_CONNECTIONS // 10, 2), "127.0.0.1",
-                       srv.port, lambda: None, 10)
-        assert not rest.failures, rest.failures
-        after = rss_kb(srv.proc.pid)
+        for seed, count in enumerate(phases, start=1):
+            played, _ = play(storm(count, seed), "127.0.0.1", srv.port, lambda: None, 10)
+            assert not played.failures, played.failures
+            rss.append(rss_kb(srv.proc.pid))
     finally:
         exit_info = srv.stop(signal.SIGTERM, 30)
     assert exit_info.returncode == 0
-    assert after - before < 2048, f"RSS grew from {before} kB to {after} kB over {NATIVE_CONNECTIONS} connections"
+    assert rss[2] - rss[1] < 2048, f"RSS (kB) after each phase {phases}: {rss}"
 
 
 def harness(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -127,9 +128,8 @@ def test_server_that_floods_its_output(toy_server, tmp_path) -> None:
 def test_server_that_forks_leaves_nothing_behind(toy_server, tmp_path) -> None:
     proc = harness("run", "--cmd", f"{toy_server} fork {{port}}", "--out", str(tmp_path), "--json", "-")
     data = json.loads(proc.stdout[proc.stdout.index("{\n"):])
-    assert data["processes"] == 2
+    # The child, killed with the group, never gets to write its summaries.
     assert data["verdict"] == "clean", data["reasons"]
-    assert any("did not finish (killed with the group)" in r for r in data["reasons"])
     assert live_processes(f"{toy_server} fork") == []
 
 
