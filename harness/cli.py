@@ -17,7 +17,7 @@ from . import growth, launch
 from .demo import run_demo
 from .frames import SourceIndex
 from .gate import (BaselineError, Case, CaseResult, baseline_text, first_own_frames, load_baseline,
-                   project_cases, run_cases, shard)
+                   points_at, project_cases, run_cases, shard)
 from .judge import LeakPolicy, judge
 from .launch import Target, TargetError, ValgrindOptions
 from .model import ExitInfo, Outcome, Verdict
@@ -266,8 +266,7 @@ def _print_rate(results: list[RunResult], expect) -> None:
     counts = Counter(r.verdict.label for r in results)
     print("verdicts: " + ", ".join(f"{n}x {v}" for v, n in counts.most_common()))
     if expect is not None:
-        hits = sum(1 for r in results if r.verdict is expect.verdict and (
-            expect.kind is None or any(f.kind == expect.kind for f in r.judgement.findings)))
+        hits = sum(1 for r in results if r.verdict is expect.verdict and points_at(r, expect))
         what = expect.verdict.label + (f" with {expect.kind}" if expect.kind else "")
         print(f"reproduction rate: {hits}/{len(results)} runs were {what}")
 
