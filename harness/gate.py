@@ -206,6 +206,8 @@ def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | N
         options = replace(base, detector=detector)
         suffix = "" if detector == "memcheck" else f"@{detector}"
         for pattern in patterns if patterns is not None else all_patterns():
+            if detector in pattern.unsupported:
+                continue    # the tool cannot run this program (see the manifest)
             roots = [pattern.directory, pattern.directory.parent / "common"]
             for variant in pattern.variants:
                 expect = pattern.expectation(variant, detector)

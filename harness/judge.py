@@ -131,6 +131,9 @@ def judge(log: ValgrindLog | None, exit: ExitInfo | None, policy: LeakPolicy,
             if leaks:
                 add(Verdict.LEAK, f"{len(leaks)} loss record(s) of counted kinds")
 
+    for proc in log.processes if log else []:
+        if proc.tool_failure:
+            add(Verdict.UNRESOLVED, f"valgrind itself failed (pid {proc.pid}): {proc.tool_failure}")
     if log is None:
         if parse_error:
             add(Verdict.UNRESOLVED, parse_error)

@@ -21,7 +21,7 @@ ASAN_BUILD_DIR = ROOT / "build" / "asan" / "servers"
 SEEDS_DIR = ROOT.parent / "shared" / "seeds"
 
 _PATTERN_KEYS = {"pattern", "title", "seed", "seed_story", "mechanism", "trigger", "client",
-                 "fix", "signature", "detectors", "scenarios", "buggy", "fixed"}
+                 "fix", "signature", "detectors", "scenarios", "buggy", "fixed", "unsupported"}
 _EXPECT_KEYS = {"verdict", "kind", "function", "file", "native"}
 DETECTORS = ("memcheck", "asan", "helgrind", "drd")
 
@@ -53,6 +53,7 @@ class Pattern:
     signature: str = ""
     detectors: list[str] = field(default_factory=lambda: ["memcheck"])
     scenarios: list[str] | None = None       # None: every named scenario
+    unsupported: dict[str, str] = field(default_factory=dict)   # detector -> why it cannot run this
     expect: dict[str, Expectation] = field(default_factory=dict)
     # variant -> detector -> expectation, from [buggy.asan] style tables
     detector_expect: dict[str, dict[str, Expectation]] = field(default_factory=dict)
@@ -148,7 +149,11 @@ def load_pattern(directory: Path) -> Pattern:
                 if detector in data[variant]:
                     pattern.detector_expect.setdefault(variant, {})[detector] = _expectation(
                         path, f"{variant}.{detector}", data[variant][detector])
-    unknown_detectors = [d for d in pattern.detectors if d not in DETECTORS]
+    unsupported = data.get("unsupported", {})
+    if not isinstance(unsupported, dict) or not all(isinstance(v, str) for v in unsupported.values()):
+        raise ManifestError(f"{path}: [unsupported]: expected detector = \"why\" pairs")
+    pattern.unsupported = dict(unsupported)
+    unknown_detectors = [d for d in list(pattern.detectors) + list(unsupported) if d not in DETECTORS]
     if unknown_detectors:
         raise ManifestError(f"{path}: key 'detectors': unknown detector {unknown_detectors[0]!r} "
                             f"(known: {', '.join(DETECTORS)})")

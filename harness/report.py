@@ -19,8 +19,18 @@ SCHEMA = "leak-harness/summary/1"
 
 def detector_table(results: list[CaseResult]) -> dict[str, dict[str, dict]]:
     """pattern -> detector -> {"expected": bool, "caught": bool, "outcome", "kinds"} from
-    the buggy variants' runs: which tool sees which bug."""
+    the buggy variants' runs: which tool sees which bug (and, for a detector
+    the manifest says cannot run the program, why not)."""
     table: dict[str, dict[str, dict]] = {}
+    detectors_run = {r.detector for r in results}
+    for r in results:
+        pattern = r.case.pattern
+        if pattern is not None and pattern.is_pair:
+            for detector, why in pattern.unsupported.items():
+                if detector in detectors_run:
+                    table.setdefault(pattern.name, {})[detector] = {
+                        "expected": False, "caught": False, "outcome": "n/a", "verdict": None,
+                        "kinds": [], "unsupported": why}
     for r in results:
         if r.case.variant != "buggy" or r.case.pattern is None:
             continue
@@ -93,6 +103,8 @@ def markdown(results: list[CaseResult], data: dict) -> str:
 def _cell(entry: dict | None) -> str:
     if entry is None:
         return "-"
+    if entry.get("unsupported"):
+        return f"n/a ({entry['unsupported']})"
     mark = "caught" if entry["caught"] else "missed"
     if entry["expected"] and not entry["caught"]:
         mark = "MISSED (expected!)"

@@ -62,6 +62,10 @@ _THREAD = re.compile(r"^Thread \d+(?: .*)?:$")
 # '1 errors in context 1 of 2:': a repeat, not a new finding.
 _RELISTED = re.compile(r"^\d[\d,]* errors in context \d[\d,]* of \d[\d,]*:$")
 _PARENT = re.compile(r"^Parent PID: (\d+)$")
+# valgrind itself failing: printed without the ==PID== prefix.
+_TOOL_FAILURE = re.compile(r"^(?:\w[\w-]*: \S+:\d+ \(.*\): Assertion .* failed\.|"
+                           r"valgrind: the 'impossible' happened:.*|"
+                           r"valgrind: m_\S+: .*(?:Assertion|assertion).*)$")
 _TOOL = re.compile(r"^(\w[\w-]*), a [\w -]+ detector$")
 
 # Headline prefixes of memcheck's error kinds, in the order they are tried.
@@ -159,6 +163,7 @@ class ProcessLog:
     errors: ErrorSummary | None = None
     fatal_signal: FatalSignal | None = None
     notes: list[str] = field(default_factory=list)
+    tool_failure: str | None = None   # valgrind's own assertion: nothing after it is the program's
 
     @property
     def complete(self) -> bool:
@@ -326,6 +331,8 @@ class _ProcessParser:
     def _error_record(self, lines: list[tuple[int, str]]) -> None:
         if self.proc.errors is not None:
             return      # after the ERROR SUMMARY: -s/-v listing the errors again
+        if self.proc.tool_failure is not None:
+            return      # valgrind's own crash report (host stacktrace, sched status)
         # helgrind opens a record with thread announcements: start at the error.
         start = next((i for i, (_, t) in enumerate(lines) if kind_of_headline(t)), 0)
         lines = [(n, t) for n, t in lines[start:] if t and not t.startswith("Locks held:")] or lines
@@ -374,6 +381,11 @@ def parse_lines(lines: Iterable[str], max_findings: int = 5000) -> ValgrindLog:
     first_other = ""
     for line in lines:
         m = _PREFIX.match(line.rstrip("\r\n"))
+        if not m and order and _TOOL_FAILURE.match(line.strip()):
+            failed = parsers[order[-1]]
+            failed.flush()
+            failed.proc.tool_failure = failed.proc.tool_failure or line.strip()
+            continue
         if not m:
             if line.strip():
                 other += 1

@@ -97,3 +97,14 @@ def test_vgdb_thread_listing_of_a_hang() -> None:
     assert t.tid == 1 and t.status == "VgTs_WaitSys"
     assert [f.fn for f in t.stack] == ["poll", "main"]
     assert t.stack[1].file == "toy_server.c"
+
+
+def test_valgrind_failing_internally_is_unresolved_not_a_finding() -> None:
+    log = parse_text((INPUTS / "drd-tool-assertion.log").read_text())
+    proc = log.main
+    assert proc.tool == "drd"
+    assert proc.tool_failure == "drd: drd_main.c:378 (drd_stop_using_mem): Assertion 'a1 <= a2' failed."
+    assert proc.findings == []        # the host stacktrace and sched dump are valgrind's, not the program's
+    j = judge(log, ExitInfo(1, 15), LeakPolicy())
+    assert j.verdict is Verdict.UNRESOLVED
+    assert j.reasons[0].startswith("valgrind itself failed")

@@ -74,11 +74,39 @@ def test_hostile_input_under_memcheck(server, build_dir, tmp_path) -> None:
     assert result.log.main.errors.count == 0 and heap.all_freed
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
+
+
+DEAF = {"steps": [
+    {"do": "open", "conn": "deaf", "rcvbuf": 4096}, {"do": "stall", "conn": "deaf"},
+    {"do": "send", "conn": "deaf", "size": 64 << 20, "line_length": 4096, "timeout": 60,
+     "may_fail": True},
+    {"do": "open", "conn": "good"}, {"do": "send", "conn": "good", "text": "still here\n"},
+    {"do": "expect", "conn": "good", "echo": True}]}
+
+
+@pytest.mark.parametrize("server", FIXED, ids=fixed_ids)
+def test_client_that_never_reads_cannot_grow_the_server(server, build_dir, tmp_path) -> None:
+    """64 MB from a client that reads nothing: the server closes it past its
+    output limit (8 MB) and its peak RSS stays far below what was sent."""
+    pattern, variant = server
+    srv = Server(Target(argv=[str(pattern.binary(variant)), "--port", "0"]), tmp_path,
+                 ValgrindOptions(enabled=False))
+    srv.start()
+    try:
+        assert srv.wait_ready(10)
+        played, _ = play(parse_scenario(DEAF, "deaf", "deaf"), "127.0.0.1", srv.port, lambda: None, 30)
+        peak = rss_kb(srv.proc.pid, "VmHWM")
+    finally:
+        exit_info = srv.stop(signal.SIGTERM, 30)
+    assert not played.failures, played.failures
+    assert any("step 3 (send)" in n and "may_fail" in n for n in played.notes), played.notes
+    assert peak < 32 * 1024, f"peak RSS {peak} kB"
+    assert exit_info.returncode == 0
 
 
 def storm(count: int, seed: int):

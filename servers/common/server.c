@@ -42,6 +42,14 @@ void *srv_xcalloc(size_t count, size_t size) {
   return p;
 }
 
+int srv_output_full(uv_stream_t *stream) {
+  if (uv_stream_get_write_queue_size(stream) <= SRV_OUTPUT_LIMIT)
+    return 0;
+  srv_log("client reads nothing: %zu bytes of replies queued, closing it",
+          uv_stream_get_write_queue_size(stream));
+  return 1;
+}
+
 void srv_alloc_buf(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   (void)handle;
   buf->base = srv_xmalloc(suggested);

@@ -61,6 +61,14 @@ void srv_fatal(const char *what, int err);
 void *srv_xmalloc(size_t size);
 void *srv_xcalloc(size_t count, size_t size);
 
+/* A client that reads nothing must not make the server hold unbounded
+ * memory: past SRV_OUTPUT_LIMIT bytes of queued replies, its session is
+ * closed (like redis's client-output-buffer-limit).  Reads stay armed. */
+#define SRV_OUTPUT_LIMIT ((size_t)8 << 20)
+
+/* True (and logged) when `stream` already has SRV_OUTPUT_LIMIT bytes queued. */
+int srv_output_full(uv_stream_t *stream);
+
 /* Logs one line to stderr, prefixed with the program name. */
 void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

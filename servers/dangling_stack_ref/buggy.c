@@ -132,6 +132,10 @@ static void session_on_line(void *arg, const char *line, size_t len) {
 
   if (uv_is_closing((uv_handle_t *)&s->tcp))
     return;
+  if (srv_output_full((uv_stream_t *)&s->tcp)) {
+    session_close(s);
+    return;
+  }
   r = srv_xmalloc(sizeof(*r) + len);
   memcpy(r->data, line, len);
   r->len = len;

@@ -61,8 +61,14 @@ static void after_write(uv_write_t *req, int status) {
 }
 
 static void session_echo(session_t *s, const uv_buf_t *buf, size_t len) {
-  echo_write_t *w = srv_xmalloc(sizeof(*w));
+  echo_write_t *w;
   int rc;
+  if (srv_output_full((uv_stream_t *)&s->tcp)) {
+    srv_free_buf(buf);
+    session_delete(s);
+    return;
+  }
+  w = srv_xmalloc(sizeof(*w));
   w->buf = uv_buf_init(buf->base, (unsigned)len);
   w->session = s;
   rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &w->buf, 1, after_write);

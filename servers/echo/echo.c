@@ -3,8 +3,9 @@
  * Each complete line a client sends comes back as it was sent.  A partial
  * line is echoed when the client half-closes, then the server closes its
  * side.  A client that stops reading while the server still has more than
- * OUTPUT_LIMIT bytes of replies queued for it is disconnected, like redis's
- * client-output-buffer-limit: reads stay armed and memory stays bounded.  A
+ * SRV_OUTPUT_LIMIT bytes of replies queued for it is disconnected, like
+ * redis's client-output-buffer-limit: reads stay armed and memory stays
+ * bounded.  A
  * line longer than MAX_LINE is echoed in MAX_LINE pieces.
  *
  * Stop (SIGTERM/SIGINT): close the listener, close every session (queued
@@ -19,7 +20,6 @@
 #include "../common/server.h"
 
 #define MAX_LINE 65536
-#define OUTPUT_LIMIT (8u << 20)
 
 typedef struct echo_server {
   srv_t srv;
@@ -67,8 +67,7 @@ static void session_send(session_t *s, const char *data, size_t len) {
   uv_buf_t buf;
   int rc;
 
-  if (uv_stream_get_write_queue_size((uv_stream_t *)&s->tcp) > OUTPUT_LIMIT) {
-    srv_log("client reads nothing: output limit reached, disconnecting");
+  if (srv_output_full((uv_stream_t *)&s->tcp)) {
     session_close(s);
     return;
   }

@@ -152,9 +152,14 @@ static void after_shutdown(uv_shutdown_t *req, int status) {
 
 /* In the coroutine: queue the echo. */
 static void session_send(session_t *s, const char *data, size_t len) {
-  reply_t *r = srv_xmalloc(sizeof(*r) + len);
+  reply_t *r;
   uv_buf_t buf;
   int rc;
+  if (srv_output_full((uv_stream_t *)&s->tcp)) {
+    s->failed = 1;
+    return;
+  }
+  r = srv_xmalloc(sizeof(*r) + len);
   memcpy(r->data, data, len);
   buf = uv_buf_init(r->data, (unsigned)len);
   rc = uv_write(&r->req, (uv_stream_t *)&s->tcp, &buf, 1, after_write);
