@@ -14,6 +14,10 @@ else
 PY = $(PYTHON)
 endif
 
+# Two workers, one per core; a module that shares expensive fixtures keeps
+# them on one worker (xdist_group).
+PYTEST_ARGS ?= -n 2 --dist loadgroup
+
 DEB_PACKAGES := libuv1-dev valgrind python3-pytest python3-pytest-xdist \
                 python3-hypothesis pkg-config gcc make
 # SANITIZE=address builds the AddressSanitizer+LeakSanitizer+UBSan tree
@@ -90,6 +94,11 @@ bench: deps
 	@$(MAKE) --no-print-directory servers progs
 	@$(MAKE) --no-print-directory servers SANITIZE=address
 	$(PY) bench/run.py
+
+soak: deps
+	@$(MAKE) --no-print-directory servers progs
+	SOAK_CONNECTIONS=100000 $(PY) -m pytest tests/test_reliability.py -k native_storm -v
+	DETERMINISM_REPEATS=20 $(PY) -m pytest tests/test_determinism.py -v
 
 repro: deps
 	@$(MAKE) --no-print-directory servers

@@ -8,15 +8,21 @@ import socket
 import subprocess
 import sys
 
-server, log = sys.argv[1], sys.argv[2]
-proc = subprocess.Popen(["valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=all",
-                         f"--log-file={log}", server, "--port", "0"],
-                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-port = int(proc.stdout.readline().decode().rsplit(":", 1)[1])
-with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-    s.sendall(b"hello\n")
-    s.recv(100)
-proc.send_signal(signal.SIGTERM)
-proc.wait(timeout=60)
-text = open(log).read()
-sys.exit(0 if "ERROR SUMMARY: 0 errors" in text else 1)
+
+def minimal_case(server: str, log: str) -> bool:
+    proc = subprocess.Popen(["valgrind", "--tool=memcheck", "--leak-check=full",
+                             "--show-leak-kinds=all", f"--log-file={log}", server, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    port = int(proc.stdout.readline().decode().rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"hello\n")
+        s.recv(100)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    with open(log) as f:
+        return "ERROR SUMMARY: 0 errors" in f.read()
+
+
+if __name__ == "__main__":
+    sys.exit(0 if minimal_case(sys.argv[1], sys.argv[2]) else 1)

@@ -13,8 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from . import growth, launch
-from .demo import run_demo
+from . import launch
 from .frames import SourceIndex
 from .gate import (BaselineError, Case, CaseResult, baseline_text, first_own_frames, load_baseline,
                    points_at, project_cases, run_cases, shard)
@@ -22,7 +21,6 @@ from .judge import LeakPolicy, judge
 from .launch import Target, TargetError, ValgrindOptions
 from .model import ExitInfo, Outcome, Verdict
 from .patterns import ROOT, Expectation, ManifestError, Pattern, all_patterns, find_pattern
-from .report import summary, write_all
 from .runner import DETECTORS, RunOptions, RunResult, run_case
 from .scenario import DEFAULT, ScenarioError, load_scenario, named_scenarios, parse_signal
 from .terminal import fatal_lines, finding_lines, process_lines
@@ -242,6 +240,7 @@ def _run_load(args: argparse.Namespace, target: Target, scenario, options: RunOp
         raise UsageError(f"--load {args.load!r}: expected two connection counts, e.g. 2,10") from None
     if len(counts) != 2 or min(counts) < 1 or counts[0] == counts[1]:
         raise UsageError(f"--load {args.load!r}: expected two different counts >= 1, e.g. 2,10")
+    from . import growth
     points, results = [], []
     for n in counts:
         try:
@@ -288,6 +287,7 @@ def _baseline(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _finish_gate(results: list[CaseResult], args: argparse.Namespace, out_dir: Path) -> int:
+    from .report import summary, write_all
     paths = write_all(results, out_dir, Path(args.sarif) if args.sarif else None)
     data = summary(results)
     _write_json(data, args.json)
@@ -336,7 +336,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                                      f"{' SANITIZE=address' if detector == 'asan' else ''}' first")
     cases = shard(project_cases(patterns, RunOptions(
         valgrind=ValgrindOptions(track_origins=args.track_origins), require_exit_zero=True),
-        detectors), args.shard)
+        detectors, variants=tuple(args.variant) if args.variant else None), args.shard)
     out_dir = Path(args.out) if args.out else REPORTS
     print(f"matrix: {len(cases)} cases, {args.jobs} at a time, detectors: {', '.join(detectors)}",
           flush=True)
@@ -366,6 +366,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else REPORTS
     results = run_cases(cases, out_dir, args.jobs, _baseline(args), _progress)
     return _finish_gate(results, args, out_dir)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    return run_demo(Path(args.out) if args.out else REPORTS, args.jobs)
 
 
 # -- scenarios -----------------------------------------------------------------
@@ -430,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     pm = sub.add_parser("matrix", help="every pair's variants against their scenarios")
     pm.add_argument("--pattern", action="append", help="only this server (repeatable)")
     pm.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic slices")
+    pm.add_argument("--variant", action="append", choices=("buggy", "fixed", "main"),
+                    help="only these variants (repeatable)")
     pm.add_argument("--detector", action="append", choices=DETECTORS + ("all",),
                     help="memcheck (default), asan, helgrind, drd, or all (repeatable)")
     gate_options(pm)
@@ -451,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd = sub.add_parser("demo", help="each bug next to its fix, then the HTML report")
     pd.add_argument("-j", "--jobs", type=int, default=2, help="cases run at once (default 2)")
     pd.add_argument("--out", help="report directory (default reports/)")
-    pd.set_defaults(func=lambda a: run_demo(Path(a.out) if a.out else REPORTS, a.jobs))
+    pd.set_defaults(func=cmd_demo)
 
     ps = sub.add_parser("scenarios", help="list the named scenarios")
     ps.set_defaults(func=cmd_scenarios)

@@ -193,7 +193,8 @@ def evaluate(case: Case, run: RunResult, baseline: dict[str, str]) -> CaseResult
 # -- the project's matrix -----------------------------------------------------
 def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | None = None,
                   detectors: tuple[str, ...] = ("memcheck",), informational: bool = True,
-                  every_scenario: tuple[str, ...] | None = None) -> list[Case]:
+                  every_scenario: tuple[str, ...] | None = None,
+                  variants: tuple[str, ...] | None = None) -> list[Case]:
     """Per detector: every pair's buggy variant against its trigger (expected
     to show its manifest's finding, or informational for a detector the
     manifest does not name), every fixed variant and every single-variant
@@ -210,6 +211,8 @@ def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | N
                 continue    # the tool cannot run this program (see the manifest)
             roots = [pattern.directory, pattern.directory.parent / "common"]
             for variant in pattern.variants:
+                if variants is not None and variant not in variants:
+                    continue
                 expect = pattern.expectation(variant, detector)
                 if expect is None and not informational:
                     continue

@@ -14,6 +14,7 @@ import atexit
 import ipaddress
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -118,6 +119,27 @@ class Target:
             raise TargetError(f"unknown port mode {self.port_mode!r}")
         if self.port_mode == "fixed" and not (self.port and 0 < self.port < 65536):
             raise TargetError(f"--port {self.port}: expected 1..65535")
+
+
+def _wait_exit(proc: subprocess.Popen, seconds: float) -> bool:
+    """Wait for the process to exit, up to `seconds`; True if it did.  A
+    pidfd becomes readable the moment the process exits (no polling)."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        try:
+            proc.wait(timeout=seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        ready, _, _ = select.select([pidfd], [], [], seconds)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        return False
+    proc.wait()
+    return True
 
 
 class _OutputDrain(threading.Thread):
@@ -244,9 +266,7 @@ class Server:
                 sent = sig
             except ProcessLookupError:
                 pass
-            try:
-                self.proc.wait(timeout=seconds)
-            except subprocess.TimeoutExpired:
+            if not _wait_exit(self.proc, seconds):
                 hung = True
                 if self.on_hang is not None:
                     self.on_hang(self)
