@@ -194,8 +194,11 @@ def _variant_html(r: CaseResult, out_dir: Path) -> str:
             out.append(_finding_html(finding, index, out_dir))
     for reason in run.judgement.reasons[:4]:
         out.append(f"<div>{_e(reason)}</div>")
-    out.append(f'<div><a href="{_e(os.path.relpath(run.log_path, out_dir))}">valgrind log</a> · '
-               f'<a href="{_e(os.path.relpath(run.stderr_path, out_dir))}">server stderr</a></div></div>')
+    log_name = "ASan report" if run.detector == "asan" else f"valgrind {run.detector} log"
+    links = [f'<a href="{_e(os.path.relpath(run.log_path, out_dir))}">{_e(log_name)}</a>'] \
+        if run.log_path.exists() and run.log_path != run.stderr_path else []
+    links.append(f'<a href="{_e(os.path.relpath(run.stderr_path, out_dir))}">server stderr</a>')
+    out.append("<div>" + " · ".join(links) + "</div></div>")
     return "\n".join(out)
 
 

@@ -86,7 +86,7 @@ class RunResult:
             "notes": self.play.notes,
             "command": self.argv,
             "seconds": round(self.seconds, 3),
-            "log": str(self.log_path),
+            "log": str(self.log_path) if self.log_path.exists() else None,
             "stdout": str(self.stdout_path),
             "stderr": str(self.stderr_path),
             "processes": len(self.log.processes) if self.log else 0,
@@ -120,6 +120,15 @@ def detector_setup(options: RunOptions, run_dir: Path) -> tuple[ValgrindOptions,
     if options.valgrind.enabled:
         return replace(options.valgrind, tool=options.detector), {}
     return options.valgrind, {}
+
+
+def detector_log_path(options: RunOptions, server: Server) -> Path:
+    """Where the detector's own report is: valgrind's log, or the first
+    sanitizer report (the server's stderr when there is none)."""
+    if options.detector == "asan":
+        reports = sorted(server.run_dir.glob("asan.*")) + sorted(server.run_dir.glob("ubsan.*"))
+        return reports[0] if reports else server.stderr_path
+    return server.log_path
 
 
 def read_detector_log(options: RunOptions, valgrind: ValgrindOptions,
@@ -177,7 +186,7 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
         name=target.name or Path(target.argv[0]).name, scenario=scenario.name,
         argv=list(target.argv), run_dir=run_dir, judgement=judgement, log=log,
         exit=exit_info, ready=ready, port=server.port, play=played,
-        seconds=time.monotonic() - started, log_path=server.log_path,
+        seconds=time.monotonic() - started, log_path=detector_log_path(options, server),
         stdout_path=server.stdout_path, stderr_path=server.stderr_path,
         leak_policy=policy.describe(), detector=options.detector,
         startup_output="" if ready else server.output_tail())

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from procs import processes_running
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3"
@@ -116,22 +117,6 @@ def toy(tmp_path: Path) -> Path:
     path = tmp_path / f"toy_server_{uuid.uuid4().hex[:8]}"
     shutil.copy2(TOY, path)
     return path
-
-
-def processes_running(path: Path) -> list[int]:
-    """Pids whose command line mentions `path` (valgrind keeps the program's
-    path in its own command line)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if str(path).encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 @pytest.mark.valgrind

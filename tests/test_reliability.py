@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import processes_running
 
 from harness.clients import play
 from harness.launch import Server, Target, ValgrindOptions
@@ -33,19 +34,6 @@ pytestmark = pytest.mark.valgrind
 def fixed_ids(item) -> str:
     pattern, variant = item
     return f"{pattern.name}-{variant}"
-
-
-def live_processes(fragment: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if fragment in cmd and "pytest" not in cmd:
-                found.append(f"{entry.name} {cmd}")
-    return found
 
 
 @pytest.mark.parametrize("server", FIXED, ids=fixed_ids)
@@ -158,7 +146,7 @@ def test_server_that_forks_leaves_nothing_behind(toy_server, tmp_path) -> None:
     data = json.loads(proc.stdout[proc.stdout.index("{\n"):])
     # The child, killed with the group, never gets to write its summaries.
     assert data["verdict"] == "clean", data["reasons"]
-    assert live_processes(f"{toy_server} fork") == []
+    assert processes_running(f"{toy_server} fork") == []
 
 
 def test_server_that_ignores_every_signal(toy_server, tmp_path) -> None:
@@ -167,7 +155,7 @@ def test_server_that_ignores_every_signal(toy_server, tmp_path) -> None:
     data = json.loads(proc.stdout[proc.stdout.index("{\n"):])
     assert data["verdict"] == "hang" and proc.returncode == 1
     assert data["hang"] and data["hang"][0]["stack"], "the hang says where it hangs"
-    assert live_processes(f"{toy_server} ignore-term") == []
+    assert processes_running(f"{toy_server} ignore-term") == []
 
 
 def test_ctrl_c_mid_run_leaves_nothing_behind(toy_server, tmp_path) -> None:
@@ -187,4 +175,4 @@ def test_ctrl_c_mid_run_leaves_nothing_behind(toy_server, tmp_path) -> None:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, out + err
-    assert live_processes(f"{toy_server} echo") == []
+    assert processes_running(f"{toy_server} echo") == []

@@ -95,14 +95,17 @@ def test_html_report_shows_every_pair_side_by_side(demo) -> None:
     assert page.external == [], "the page must be self-contained"
     # Every quoted source line is the real line of the file it names.
     all_lines = set()
-    for path in (ROOT / "servers").rglob("*.c"):
+    for path in (ROOT / "servers").rglob("*.[ch]"):
         all_lines |= {l.strip() for l in path.read_text().splitlines()}
     assert page.src, "no source line quoted"
-    assert all(s in all_lines for s in page.src)
+    assert [s for s in page.src if s not in all_lines] == []
     assert "session_delete(s);" in page.src or "free(s);" in page.src
     # Links to the sources and logs resolve from the report's folder.
     for href in page.links:
-        assert (out / href).exists(), href
+        if href.startswith("#"):
+            assert href[1:] in page.ids, href
+        else:
+            assert (out / href).exists(), href
 
 
 def test_summary_json_has_the_documented_fields(demo) -> None:
@@ -114,7 +117,9 @@ def test_summary_json_has_the_documented_fields(demo) -> None:
         for key in ("case", "pattern", "variant", "scenario", "outcome", "verdict", "fatal_signal",
                     "errors", "heap", "findings", "signatures", "log", "stdout", "stderr"):
             assert key in case, key
-        assert Path(case["log"]).exists() and Path(case["stderr"]).exists()
+        assert case["log"] is None or Path(case["log"]).exists()
+        assert case["log"] is not None or case["detector"] == "asan"   # a clean sanitizer run writes none
+        assert Path(case["stderr"]).exists()
         assert (Path(case["log"]).parent / "result.json").exists()
         for finding in case["findings"]:
             assert set(finding) >= {"kind", "what", "bytes", "blocks", "stack", "aux"}
@@ -164,10 +169,17 @@ def test_sarif_from_the_same_data(toy_server: Path, tmp_path: Path) -> None:
 
 
 def test_signatures_are_stable_across_runs(buggy_twice) -> None:
-    first, second = (json.loads((o / "summary.json").read_text())["signatures"] for o in buggy_twice)
+    """The same bug gives the same signatures run after run, under every
+    detector its manifest names.  (A detector it does not name may see a
+    racy bug differently each time: those runs are information only.)"""
+    def gating(out: Path) -> dict:
+        cases = json.loads((out / "summary.json").read_text())["cases"]
+        return {c["case"]: c["signatures"] for c in cases if c["outcome"] != "info"}
+
+    first, second = (gating(o) for o in buggy_twice)
     assert first == second
-    assert first, "the buggy variants produce signatures"
-    for sig in first:
+    assert all(first.values()), "every buggy variant produces signatures"
+    for sig in (s for sigs in first.values() for s in sigs):
         assert "0x" not in sig and "==" not in sig
 
 

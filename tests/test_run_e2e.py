@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from procs import processes_running
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.valgrind
@@ -18,20 +19,6 @@ def harness(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def pids_running(path_fragment: str) -> list[str]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if path_fragment in cmdline and "pytest" not in cmdline:
-            out.append(f"{entry.name}: {cmdline}")
-    return out
 
 
 def test_echo_server_is_clean(build_dir: Path, tmp_path: Path) -> None:
@@ -85,7 +72,7 @@ def test_server_ignoring_sigterm_is_hang_and_nothing_is_left(toy_server: Path, t
     assert data["verdict"] == "hang"
     assert data["exit"]["hung"] is True and data["exit"]["returncode"] == -9
     assert "SIGKILL" in " ".join(data["reasons"])
-    assert pids_running(f"{toy_server} ignore-term") == []
+    assert processes_running(f"{toy_server} ignore-term") == []
 
 
 def test_death_by_the_stop_signal_is_not_a_crash(toy_server: Path, tmp_path: Path) -> None:
@@ -132,4 +119,4 @@ def test_harness_interrupted_leaves_no_server(toy_server: Path, tmp_path: Path) 
     out, errtext = proc.communicate(timeout=30)
     assert proc.returncode == 130, out + errtext
     assert "interrupted" in errtext
-    assert pids_running(f"{toy_server} ignore-term") == []
+    assert processes_running(f"{toy_server} ignore-term") == []
