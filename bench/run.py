@@ -162,7 +162,7 @@ def main() -> int:
                      f"{p['mb_per_s']:.1f} MB/s, {p['seconds']:.2f} s, peak RSS {p['peak_rss_mb']:.0f} MB "
                      f"(interpreter alone {p['baseline_rss_mb']:.0f} MB) | | |")
     lines.append(f"| parser memory growth, 4x the log | {flat:+.0f} MB | flat (findings past 5,000 "
-                 f"per process are counted, not kept) | {ok(flat < parsed[0]['peak_rss_mb'] * 0.5)} |")
+                 f"in a log are counted, not kept) | {ok(flat < parsed[0]['peak_rss_mb'] * 0.5)} |")
     lines += ["", "Raw figures:", "", "```json",
               json.dumps({"case": case, "serial": serial, "parallel": parallel, "asan": asan,
                           "parser": parsed}, indent=1), "```", ""]
