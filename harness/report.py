@@ -177,7 +177,8 @@ def _finding_html(finding: Finding, index: SourceIndex, out_dir: Path) -> str:
 def _variant_html(r: CaseResult, out_dir: Path) -> str:
     index = SourceIndex.scan(r.case.source_roots)
     run = r.run
-    out = [f'<div class="variant"><h3>{_e(r.case.variant)} · <span class="verdict {run.verdict.label}">'
+    out = [f'<div class="variant"><h3>{_e(r.case.variant)} · {_e(r.detector)} · '
+           f'<span class="verdict {run.verdict.label}">'
            f'{_e(run.verdict.label)}</span> <small>({_e(r.outcome.label)})</small></h3>',
            f"<div>scenario <code>{_e(r.case.scenario)}</code>, {run.seconds:.1f}s</div>"]
     if run.log:
