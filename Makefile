@@ -7,12 +7,8 @@ SHELL := /bin/bash
 # A Python that can import pytest: Debian's first, then whatever is on PATH.
 PYTHON ?= $(shell for p in /usr/bin/python3 python3; do \
             $$p -c 'import pytest' 2>/dev/null && { command -v $$p; break; }; done)
-ifeq ($(PYTHON),)
-PYTHON_OR_DEPS = deps
-PY = /usr/bin/python3
-else
-PY = $(PYTHON)
-endif
+# None yet on a fresh machine: `make deps` installs python3-pytest for Debian's.
+PY = $(or $(PYTHON),/usr/bin/python3)
 
 # Two workers, one per core; a module that shares expensive fixtures keeps
 # them on one worker (xdist_group).
