@@ -10,7 +10,7 @@ from .frames import SourceIndex, best_stack, own_frames
 from .gate import CaseResult, project_cases, run_cases
 from .model import Verdict
 from .patterns import all_patterns
-from .report import _detector_md, summary, write_all
+from .report import detector_markdown, summary, write_all
 from .runner import DETECTORS
 from .terminal import heap_lines
 
@@ -145,7 +145,7 @@ def run_demo(out_dir: Path, jobs: int = 2) -> int:
         _say("        " + detector_line(data["detectors"].get(pattern.name, {})))
     _say("")
     _say("Which detector sees which bug (* = not named in the manifest, never gating):")
-    for line in _detector_md(data["detectors"])[:-2]:
+    for line in detector_markdown(data["detectors"])[:-2]:
         _say("  " + line)
     paths = write_all(results, out_dir)
     failing = [r for r in results if r.outcome.fails]

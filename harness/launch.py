@@ -157,7 +157,7 @@ class _OutputDrain(threading.Thread):
     def run(self) -> None:
         pending = b""
         with open(self.path, "wb") as out:
-            while chunk := self.pipe.read1(65536) if hasattr(self.pipe, "read1") else self.pipe.read(65536):
+            while chunk := self.pipe.read1(65536):
                 out.write(chunk)
                 out.flush()
                 if self.port is None:

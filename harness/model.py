@@ -41,6 +41,9 @@ class Verdict(enum.Enum):
                          f"{', '.join(v.label for v in cls)})")
 
 
+# The detectors the harness can run a server under, in the order reports show them.
+DETECTORS = ("memcheck", "asan", "helgrind", "drd")
+
 # Leak kinds as users name them in settings, and memcheck's kind for each.
 LEAK_KINDS = {
     "definite": "Leak_DefinitelyLost",

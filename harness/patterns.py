@@ -12,18 +12,16 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .model import Verdict
+from .model import DETECTORS, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS_DIR = ROOT / "servers"
 BUILD_DIR = ROOT / "build" / "servers"
 ASAN_BUILD_DIR = ROOT / "build" / "asan" / "servers"
-SEEDS_DIR = ROOT.parent / "shared" / "seeds"
 
 _PATTERN_KEYS = {"pattern", "title", "seed", "seed_story", "mechanism", "trigger", "client",
                  "fix", "signature", "detectors", "scenarios", "buggy", "fixed", "unsupported"}
 _EXPECT_KEYS = {"verdict", "kind", "function", "file", "native"}
-DETECTORS = ("memcheck", "asan", "helgrind", "drd")
 
 
 class ManifestError(ValueError):

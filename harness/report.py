@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .frames import SourceIndex, best_stack, own_frames, quote_line
 from .gate import CaseResult
-from .model import Finding, Outcome, Verdict
+from .model import DETECTORS, Finding, Outcome, Verdict
 from .terminal import heap_lines
 
 SCHEMA = "leak-harness/summary/1"
@@ -91,7 +91,7 @@ def markdown(results: list[CaseResult], data: dict) -> str:
         errors = str(proc.errors.count) if proc and proc.errors else "-"
         lines.append(f"| {r.case.id} | {r.outcome.label} | {r.run.verdict.label} | {in_use} | "
                      f"{errors} | {r.message.replace('|', '/')} |")
-    lines += ["", "## Which detector sees which bug", ""] + _detector_md(data["detectors"])
+    lines += ["", "## Which detector sees which bug", ""] + detector_markdown(data["detectors"])
     lines += ["", "## Findings by signature", ""]
     if not data["signatures"]:
         lines.append("None.")
@@ -113,12 +113,11 @@ def _cell(entry: dict | None) -> str:
 
 
 def _detectors_in(table: dict) -> list[str]:
-    order = ("memcheck", "asan", "helgrind", "drd")
     present = {d for row in table.values() for d in row}
-    return [d for d in order if d in present]
+    return [d for d in DETECTORS if d in present]
 
 
-def _detector_md(table: dict) -> list[str]:
+def detector_markdown(table: dict) -> list[str]:
     if not table:
         return ["No buggy variant was run."]
     dets = _detectors_in(table)

@@ -12,13 +12,10 @@ from .asanlog import read_asan_logs
 from .clients import PlayResult, play
 from .judge import Judgement, LeakPolicy, judge
 from .launch import Server, Target, ValgrindOptions
-from .model import ExitInfo, Verdict
+from .model import DETECTORS, ExitInfo, Verdict
 from .scenario import Scenario
 from .timeouts import Deadlines
 from .vglog import LogParseError, ValgrindLog, parse_lines
-
-
-DETECTORS = ("memcheck", "asan", "helgrind", "drd")
 
 
 @dataclass
@@ -53,11 +50,7 @@ class RunResult:
     leak_policy: str = "strict"
     startup_output: str = ""
     detector: str = "memcheck"
-
-    @property
-    def hang_threads(self) -> list[hangs.ThreadStack]:
-        path = self.run_dir / "hang.txt"
-        return hangs.parse_scheduler(path.read_text()) if path.exists() else []
+    hang_threads: list[hangs.ThreadStack] = field(default_factory=list)
 
     @property
     def verdict(self) -> Verdict:
@@ -177,18 +170,18 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
     judgement = judge(log, exit_info, policy, ready=ready, parse_error=parse_error,
                       scenario_failures=played.failures,
                       require_exit_zero=options.require_exit_zero)
-    if exit_info.hung:
-        for thread in hangs.parse_scheduler((run_dir / "hang.txt").read_text()) \
-                if (run_dir / "hang.txt").exists() else []:
-            frames = " < ".join(f.where() for f in thread.stack[:4] if f.fn != "???")
-            judgement.reasons.append(f"thread {thread.tid} {thread.status} {thread.detail}: {frames}")
+    hang_file = run_dir / "hang.txt"
+    threads = hangs.parse_scheduler(hang_file.read_text()) if exit_info.hung and hang_file.exists() else []
+    for thread in threads:
+        frames = " < ".join(f.where() for f in thread.stack[:4] if f.fn != "???")
+        judgement.reasons.append(f"thread {thread.tid} {thread.status} {thread.detail}: {frames}")
     result = RunResult(
         name=target.name or Path(target.argv[0]).name, scenario=scenario.name,
         argv=list(target.argv), run_dir=run_dir, judgement=judgement, log=log,
         exit=exit_info, ready=ready, port=server.port, play=played,
         seconds=time.monotonic() - started, log_path=detector_log_path(options, server),
         stdout_path=server.stdout_path, stderr_path=server.stderr_path,
-        leak_policy=policy.describe(), detector=options.detector,
+        leak_policy=policy.describe(), detector=options.detector, hang_threads=threads,
         startup_output="" if ready else server.output_tail())
     (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result
