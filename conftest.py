@@ -38,10 +38,10 @@ def echo_server(build_dir: Path) -> Path:
 @pytest.fixture
 def run_pattern(build_dir: Path, tmp_path: Path):
     """Run one of the project's servers through the harness, as the CLI does."""
-    from harness.launch import Target, ValgrindOptions
-    from harness.patterns import find_pattern
+    from harness.drive.launch import Target, ValgrindOptions
+    from harness.judge.patterns import find_pattern
     from harness.runner import RunOptions, run_case
-    from harness.scenario import load_scenario
+    from harness.drive.scenario import load_scenario
 
     def run(name: str, variant: str, scenario: str, native: bool = False, tag: str = ""):
         pattern = find_pattern(name)

@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
-from harness.gate import project_cases, run_cases  # noqa: E402
-from harness.launch import Target  # noqa: E402
+from harness.judge.gate import project_cases, run_cases  # noqa: E402
+from harness.drive.launch import Target  # noqa: E402
 from harness.runner import RunOptions, run_case  # noqa: E402
-from harness.scenario import DEFAULT  # noqa: E402
+from harness.drive.scenario import DEFAULT  # noqa: E402
 from minimal import minimal_case  # noqa: E402
 
 ECHO = ROOT / "build" / "servers" / "echo" / "echo"
@@ -80,14 +80,14 @@ def matrix(out: Path, jobs: int, detector: str) -> dict:
 def parser_run(log: Path) -> dict:
     """Parse in a fresh interpreter, so its peak RSS is the parser's alone."""
     code = ("import resource, sys, time; sys.path.insert(0, %r)\n"
-            "from harness.vglog import parse_lines\n"
+            "from harness.logs.vglog import parse_lines\n"
             "t0 = time.perf_counter()\n"
             "with open(%r, encoding='utf-8', errors='replace') as f: log = parse_lines(f)\n"
             "dt = time.perf_counter() - t0\n"
             "n = sum(len(p.findings) + p.dropped_findings for p in log.processes)\n"
             "print(dt, n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)") % (str(ROOT), str(log))
     base = subprocess.run([sys.executable, "-c", "import resource, sys; sys.path.insert(0, %r); "
-                           "import harness.vglog; print(resource.getrusage(resource.RUSAGE_SELF)"
+                           "import harness.logs.vglog; print(resource.getrusage(resource.RUSAGE_SELF)"
                            ".ru_maxrss)" % str(ROOT)], capture_output=True, text=True, check=True)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     seconds, records, rss_kb = out.stdout.split()

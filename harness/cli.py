@@ -13,23 +13,24 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from . import launch
-from .frames import SourceIndex
-from .gate import (BaselineError, Case, CaseResult, baseline_text, first_own_frames, load_baseline,
-                   points_at, project_cases, run_cases, shard)
-from .judge import LeakPolicy, judge
-from .launch import Target, TargetError, ValgrindOptions
+from .drive import launch
+from .drive.launch import Target, TargetError, ValgrindOptions
+from .drive.scenario import DEFAULT, ScenarioError, load_scenario, named_scenarios, parse_signal
+from .judge.frames import SourceIndex
+from .judge.gate import (BaselineError, Case, CaseResult, baseline_text, first_own_frames,
+                         load_baseline, points_at)
+from .judge.patterns import Expectation, ManifestError, Pattern, all_patterns, find_pattern
+from .judge.verdict import LeakPolicy, judge
+from .logs.vglog import LogParseError, parse_lines
+from .logs.vgxml import parse_xml
+from .matrix import project_cases, run_cases, shard
 from .model import ExitInfo, Outcome, Verdict
-from .patterns import ROOT, Expectation, ManifestError, Pattern, all_patterns, find_pattern
+from .paths import REPORTS
+from .report.terminal import fatal_lines, finding_lines, process_lines
 from .runner import DETECTORS, RunOptions, RunResult, run_case
-from .scenario import DEFAULT, ScenarioError, load_scenario, named_scenarios, parse_signal
-from .terminal import fatal_lines, finding_lines, process_lines
 from .timeouts import multiplier
-from .vglog import LogParseError, parse_lines
-from .vgxml import parse_xml
 
 EXIT_CLEAN, EXIT_FINDING, EXIT_USAGE, EXIT_UNDECIDED = 0, 1, 2, 3
-REPORTS = ROOT / "reports"
 
 
 class UsageError(Exception):
@@ -240,7 +241,7 @@ def _run_load(args: argparse.Namespace, target: Target, scenario, options: RunOp
         raise UsageError(f"--load {args.load!r}: expected two connection counts, e.g. 2,10") from None
     if len(counts) != 2 or min(counts) < 1 or counts[0] == counts[1]:
         raise UsageError(f"--load {args.load!r}: expected two different counts >= 1, e.g. 2,10")
-    from . import growth
+    from .tools import growth
     points, results = [], []
     for n in counts:
         try:
@@ -287,7 +288,7 @@ def _baseline(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _finish_gate(results: list[CaseResult], args: argparse.Namespace, out_dir: Path) -> int:
-    from .report import summary, write_all
+    from .report.pages import summary, write_all
     paths = write_all(results, out_dir, Path(args.sarif) if args.sarif else None)
     data = summary(results)
     _write_json(data, args.json)
@@ -369,7 +370,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .tools.demo import run_demo
     return run_demo(Path(args.out) if args.out else REPORTS, args.jobs)
 
 

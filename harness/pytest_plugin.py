@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from .frames import SourceIndex, best_stack, own_frames
-from .judge import Judgement, LeakPolicy, judge
-from .launch import Server, Target, ValgrindOptions
+from .drive.launch import Server, Target, ValgrindOptions
+from .drive.scenario import parse_signal
+from .judge.frames import SourceIndex, best_stack, own_frames
+from .judge.verdict import Judgement, LeakPolicy, judge
 from .model import Verdict
 from .runner import read_log
-from .scenario import parse_signal
 from .timeouts import Deadlines
 
 SERVERS_KEY = pytest.StashKey[list]()

@@ -7,15 +7,16 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import hangs
-from .asanlog import read_asan_logs
-from .clients import PlayResult, play
-from .judge import Judgement, LeakPolicy, judge
-from .launch import Server, Target, ValgrindOptions
+from .drive import vgdb
+from .drive.clients import PlayResult, play
+from .drive.launch import Server, Target, ValgrindOptions
+from .drive.scenario import Scenario
+from .judge.verdict import Judgement, LeakPolicy, judge
+from .logs import hangs
+from .logs.asanlog import read_asan_logs
+from .logs.vglog import LogParseError, ValgrindLog, parse_lines
 from .model import DETECTORS, ExitInfo, Verdict
-from .scenario import Scenario
 from .timeouts import Deadlines
-from .vglog import LogParseError, ValgrindLog, parse_lines
 
 
 @dataclass
@@ -152,7 +153,7 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
     valgrind, env = detector_setup(options, run_dir)
     server = Server(target, run_dir, valgrind, env)
     if valgrind.enabled and valgrind.tool in ("memcheck", "helgrind", "drd"):
-        server.on_hang = lambda s: hangs.collect(s.proc.pid, run_dir)
+        server.on_hang = lambda s: vgdb.collect(s.proc.pid, run_dir)
     server.start()
     played = PlayResult()
     player = None

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.asanlog import parse_asan_lines, read_asan_logs
-from harness.hangs import parse_scheduler
-from harness.judge import LeakPolicy, judge
+from harness.judge.verdict import LeakPolicy, judge
+from harness.logs.asanlog import parse_asan_lines, read_asan_logs
+from harness.logs.hangs import parse_scheduler
+from harness.logs.vglog import parse_text
 from harness.model import ExitInfo, Verdict
-from harness.vglog import parse_text
 
 INPUTS = Path(__file__).parent / "inputs"
 

@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from harness.gate import evaluate, project_cases
+from harness.drive.scenario import load_scenario
+from harness.judge.gate import evaluate
+from harness.matrix import project_cases
 from harness.model import Outcome
 from harness.runner import DETECTORS, run_case
-from harness.scenario import load_scenario
 
 REPEATS = int(os.environ.get("DETERMINISM_REPEATS", "5"))
 # The buggy variant under each detector its manifest names; the fixed one

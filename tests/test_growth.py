@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.growth import slope, with_load
-from harness.scenario import load_scenario
+from harness.drive.scenario import load_scenario
+from harness.tools.growth import slope, with_load
 
 ROOT = Path(__file__).resolve().parent.parent
 

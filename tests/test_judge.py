@@ -1,4 +1,4 @@
-"""harness.judge: one verdict from a parsed log and how the process ended, and
+"""harness.judge.verdict: one verdict from a parsed log and how the process ended, and
 the `python3 -m harness parse` command that judges a log file."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.judge import LeakPolicy, judge, signal_name
+from harness.judge.verdict import LeakPolicy, judge, signal_name
+from harness.logs.vglog import parse_text
 from harness.model import ExitInfo, Verdict
-from harness.vglog import parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "tests" / "inputs"

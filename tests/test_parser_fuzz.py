@@ -9,9 +9,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.judge import LeakPolicy, judge
+from harness.judge.verdict import LeakPolicy, judge
+from harness.logs.vglog import LogParseError, parse_lines, parse_text
 from harness.model import ExitInfo, Verdict
-from harness.vglog import LogParseError, parse_lines, parse_text
 
 INPUTS = Path(__file__).parent / "inputs"
 LOGS = {p.name: p.read_text() for p in sorted(INPUTS.glob("*.log"))}

@@ -14,13 +14,15 @@ import signal
 
 import pytest
 
-from harness.frames import SourceIndex
-from harness.gate import Case, evaluate, project_cases
+from harness.drive.scenario import load_scenario, named_scenarios
+from harness.judge.frames import SourceIndex
+from harness.judge.gate import Case, evaluate
+from harness.judge.patterns import Pattern, all_patterns
+from harness.paths import ROOT
+from harness.matrix import project_cases
 from harness.model import Outcome, Verdict
-from harness.patterns import ROOT, Pattern, all_patterns
+from harness.report.terminal import finding_lines
 from harness.runner import DETECTORS, RunResult, run_case
-from harness.scenario import load_scenario, named_scenarios
-from harness.terminal import finding_lines
 
 PATTERNS = all_patterns()
 PAIRS = [p for p in PATTERNS if p.is_pair]

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from procs import processes_running
 
-from harness.clients import play
-from harness.launch import Server, Target, ValgrindOptions
+from harness.drive.clients import play
+from harness.drive.launch import Server, Target, ValgrindOptions
+from harness.drive.scenario import load_scenario, parse_scenario
+from harness.judge.patterns import all_patterns
 from harness.model import Verdict
-from harness.patterns import all_patterns
 from harness.runner import RunOptions, run_case
-from harness.scenario import load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = Path(__file__).parent / "scenarios"

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.gate import Case, evaluate, project_cases, shard
-from harness.launch import Target
+from harness.drive.launch import Target
+from harness.drive.scenario import load_scenario
+from harness.judge.gate import Case, evaluate
+from harness.judge.patterns import all_patterns, find_pattern
+from harness.matrix import project_cases, shard
 from harness.model import Outcome, Verdict
-from harness.patterns import all_patterns, find_pattern
 from harness.runner import RunOptions, run_case
-from harness.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 # One worker runs this module: its fixtures run the demo once, the buggy matrix twice.

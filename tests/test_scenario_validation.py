@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenario import (SETTINGS, STEPS, ScenarioError, load_scenario, named_scenarios,
+from harness.drive.scenario import (SETTINGS, STEPS, ScenarioError, load_scenario, named_scenarios,
                               parse_scenario)
 
 ROOT = Path(__file__).resolve().parent.parent

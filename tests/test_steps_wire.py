@@ -1,7 +1,7 @@
 """Each scenario step does what it says ON THE WIRE.
 
 The server is a small Python one (tests/pyserver.py) that records what it
-observes per connection; the client is harness.clients.Player, driven
+observes per connection; the client is harness.drive.clients.Player, driven
 directly.  Every wait is an event with a deadline (Condition.wait_for).
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ import time
 import pytest
 
 import pyserver
-from harness.clients import kernel_queues, play
-from harness.scenario import parse_scenario
+from harness.drive.clients import kernel_queues, play
+from harness.drive.scenario import parse_scenario
 
 T = 5.0         # deadline of any wait for the server to observe something
 

@@ -1,4 +1,4 @@
-"""harness.vglog on real valgrind 3.19 logs (tests/inputs/, recorded from
+"""harness.logs.vglog on real valgrind 3.19 logs (tests/inputs/, recorded from
 tests/progs/), on logs cut short, and on text that is no valgrind log."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.judge import LeakPolicy, judge
-from harness.model import Amount, Verdict
-from harness.vglog import (LogParseError, ValgrindLog, kind_of_headline, parse_frame,
+from harness.judge.verdict import LeakPolicy, judge
+from harness.logs.vglog import (LogParseError, ValgrindLog, kind_of_headline, parse_frame,
                            parse_lines, parse_text)
+from harness.model import Amount, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "tests" / "inputs"

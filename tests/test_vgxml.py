@@ -1,4 +1,4 @@
-"""harness.vgxml on memcheck's real XML (tests/inputs/*.xml), checked against
+"""harness.logs.vgxml on memcheck's real XML (tests/inputs/*.xml), checked against
 the text logs of the same programs, cut short, and fed what is no XML."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.judge import LeakPolicy, judge
+from harness.judge.verdict import LeakPolicy, judge
+from harness.logs.vglog import LogParseError, parse_text
+from harness.logs.vgxml import parse_xml
 from harness.model import Amount, Verdict
-from harness.vglog import LogParseError, parse_text
-from harness.vgxml import parse_xml
 
 INPUTS = Path(__file__).resolve().parent / "inputs"
 

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .model import ExitInfo
-from .timeouts import Deadline
+from ..model import ExitInfo
+from ..timeouts import Deadline
 
 READY_LINE = re.compile(rb"listening on (?:127\.0\.0\.1|localhost):(\d+)")
 VALGRIND_ENV_DROP = ("VALGRIND_OPTS", "VALGRIND_LIB", "VALGRIND_LAUNCHER")

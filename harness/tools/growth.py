@@ -8,8 +8,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from .runner import RunResult
-from .scenario import Scenario
+from ..drive.scenario import Scenario
+from ..runner import RunResult
 
 
 def with_load(scenario: Scenario, count: int) -> Scenario:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .model import (LEAK_KIND_BY_WORDS, Amount, Aux, ErrorSummary, FatalSignal,
+from ..model import (LEAK_KIND_BY_WORDS, Amount, Aux, ErrorSummary, FatalSignal,
                     Finding, Frame, HeapSummary)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from .model import Amount, Aux, ErrorSummary, FatalSignal, Finding, Frame
+from ..model import Amount, Aux, ErrorSummary, FatalSignal, Finding, Frame
 from .vglog import LogParseError, ProcessLog, ValgrindLog
 
 _ERROR = re.compile(r"^==(?P<pid>\d+)==ERROR: (?P<tool>AddressSanitizer|LeakSanitizer): "

@@ -6,13 +6,13 @@ import sys
 import time
 from pathlib import Path
 
-from .frames import SourceIndex, best_stack, own_frames
-from .gate import CaseResult, project_cases, run_cases
-from .model import Verdict
-from .patterns import all_patterns
-from .report import detector_markdown, summary, write_all
-from .runner import DETECTORS
-from .terminal import heap_lines
+from ..judge.frames import SourceIndex, best_stack, own_frames
+from ..judge.gate import CaseResult
+from ..judge.patterns import all_patterns
+from ..matrix import project_cases, run_cases
+from ..model import DETECTORS, Verdict
+from ..report.pages import detector_markdown, summary, write_all
+from ..report.terminal import heap_lines
 
 WIDTH = 78
 

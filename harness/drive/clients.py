@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..timeouts import Deadline, scaled
 from .scenario import Scenario, Step
-from .timeouts import Deadline, scaled
 
 SIOCOUTQ = termios.TIOCOUTQ
 SIOCINQ = termios.FIONREAD

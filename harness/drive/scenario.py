@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .judge import LeakPolicy
+from ..judge.verdict import LeakPolicy
+from ..model import Verdict
+from ..paths import SCENARIO_DIR
 from .launch import TargetError, check_loopback
-from .model import Verdict
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 MAX_PAUSE = 10.0
 MAX_TIMEOUT = 600.0
 ENDINGS = ("close", "reset", "half_close", "stall_reset", "idle")

@@ -13,7 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import BinaryIO
 
-from .model import Amount, Aux, ErrorSummary, FatalSignal, Finding, Frame
+from ..model import Amount, Aux, ErrorSummary, FatalSignal, Finding, Frame
 from .vglog import LogParseError, ProcessLog, ValgrindLog
 
 _DIRECT = re.compile(r"\(([\d,]+) direct, ([\d,]+) indirect\)")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 
-from .model import LEAK_KINDS, ExitInfo, FatalSignal, Finding, HeapSummary, Verdict
-from .vglog import ValgrindLog
+from ..logs.vglog import ValgrindLog
+from ..model import LEAK_KINDS, ExitInfo, FatalSignal, Finding, HeapSummary, Verdict
 
 _HEAP_FIELD = {
     "definite": "definitely_lost",

@@ -12,12 +12,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .model import DETECTORS, Verdict
+from ..model import DETECTORS, Verdict
+from ..paths import ASAN_BUILD_DIR, BUILD_DIR, ROOT, SERVERS_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVERS_DIR = ROOT / "servers"
-BUILD_DIR = ROOT / "build" / "servers"
-ASAN_BUILD_DIR = ROOT / "build" / "asan" / "servers"
 
 _PATTERN_KEYS = {"pattern", "title", "seed", "seed_story", "mechanism", "trigger", "client",
                  "fix", "signature", "detectors", "scenarios", "buggy", "fixed", "unsupported"}

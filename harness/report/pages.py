@@ -9,9 +9,9 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from .frames import SourceIndex, best_stack, own_frames, quote_line
-from .gate import CaseResult
-from .model import DETECTORS, Finding, Outcome, Verdict
+from ..judge.frames import SourceIndex, best_stack, own_frames, quote_line
+from ..judge.gate import CaseResult
+from ..model import DETECTORS, Finding, Outcome, Verdict
 from .terminal import heap_lines
 
 SCHEMA = "leak-harness/summary/1"

@@ -3,9 +3,9 @@ that matter (headline, top frames in the program's own code, HEAP SUMMARY),
 and where the full log and the server's output are."""
 from __future__ import annotations
 
-from .frames import SourceIndex, best_stack, own_frames, signature
-from .model import HeapSummary
-from .vglog import ProcessLog, ValgrindLog
+from ..judge.frames import SourceIndex, best_stack, own_frames, signature
+from ..logs.vglog import ProcessLog, ValgrindLog
+from ..model import HeapSummary
 
 
 def heap_lines(heap: HeapSummary, errors=None) -> list[str]:

@@ -1,0 +1,31 @@
+"""Ask a hung server's gdbserver (vgdb) what it is doing, before the harness
+kills it: every thread's status and stack, and a leak check, into hang.txt
+(parsed by logs.hangs)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def _vgdb(pid: int, command: str, seconds: float) -> str:
+    try:
+        proc = subprocess.run(["vgdb", f"--pid={pid}", *command.split()], capture_output=True,
+                              text=True, timeout=seconds, stdin=subprocess.DEVNULL)
+        return proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired:
+        return f"(vgdb {command}: no answer within {seconds:g}s)\n"
+    except OSError as exc:
+        return f"(vgdb {command}: {exc.strerror})\n"
+
+
+def collect(pid: int, run_dir: Path, seconds: float = 10.0) -> Path | None:
+    """Ask the hung process's gdbserver for its threads and a leak check."""
+    if shutil.which("vgdb") is None:
+        return None
+    text = ("== v.info scheduler ==\n" + _vgdb(pid, "v.info scheduler", seconds)
+            + "\n== leak_check full reachable any ==\n"
+            + _vgdb(pid, "leak_check full reachable any", seconds))
+    path = run_dir / "hang.txt"
+    path.write_text(text)
+    return path
