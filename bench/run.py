@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
-from harness.judge.gate import project_cases, run_cases  # noqa: E402
+from harness.matrix import project_cases, run_cases  # noqa: E402
 from harness.drive.launch import Target  # noqa: E402
 from harness.runner import RunOptions, run_case  # noqa: E402
 from harness.drive.scenario import DEFAULT  # noqa: E402
