@@ -38,17 +38,17 @@ def echo_server(build_dir: Path) -> Path:
 @pytest.fixture
 def run_pattern(build_dir: Path, tmp_path: Path):
     """Run one of the project's servers through the harness, as the CLI does."""
-    from harness.drive.launch import Target, ValgrindOptions
-    from harness.judge.patterns import find_pattern
-    from harness.runner import RunOptions, run_case
+    from harness.drive.launch import Target
     from harness.drive.scenario import load_scenario
+    from harness.judge.patterns import find_pattern
+    from harness.options import RunOptions
+    from harness.runner import run_case
 
     def run(name: str, variant: str, scenario: str, native: bool = False, tag: str = ""):
         pattern = find_pattern(name)
         target = Target(argv=[str(pattern.binary(variant)), "--port", "0"],
                         name=f"{name}-{variant}")
-        options = RunOptions(valgrind=ValgrindOptions(enabled=not native),
-                             require_exit_zero=True)
+        options = RunOptions(native=native, require_exit_zero=True)
         out = tmp_path / f"{name}-{variant}-{scenario}{tag}"
         return run_case(target, load_scenario(scenario), out, options)
 

@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from harness.matrix import project_cases, run_cases  # noqa: E402
 from harness.drive.launch import Target  # noqa: E402
-from harness.runner import RunOptions, run_case  # noqa: E402
+from harness.options import RunOptions  # noqa: E402
+from harness.runner import run_case  # noqa: E402
 from harness.drive.scenario import DEFAULT  # noqa: E402
 from minimal import minimal_case  # noqa: E402
 

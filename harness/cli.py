@@ -1,36 +1,34 @@
 """python3 -m harness: the command line (a public contract, see README.md).
 
-Exit status: 0 clean, 1 a finding, 2 bad usage or bad input, 3 the harness
-could not decide.
+Exit status: 0 clean, 1 a finding, 2 bad usage or bad input (a message
+naming the file or the option, never a traceback), 3 the harness could not
+decide, 130 interrupted.  With `--json -` the JSON document is the only
+thing on stdout; what a person reads goes to stderr.
+
+Each subcommand imports what it needs when it runs (`parse` of a text log
+does not load the client, the matrix or ElementTree).
 """
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shlex
 import signal
 import sys
-from collections import Counter
+import tempfile
 from pathlib import Path
 
 from .drive import launch
-from .drive.launch import Target, TargetError, ValgrindOptions
-from .drive.scenario import DEFAULT, ScenarioError, load_scenario, named_scenarios, parse_signal
-from .judge.frames import SourceIndex
-from .judge.gate import (BaselineError, Case, CaseResult, baseline_text, first_own_frames,
-                         load_baseline, points_at)
-from .judge.patterns import Expectation, ManifestError, Pattern, all_patterns, find_pattern
-from .judge.verdict import LeakPolicy, judge
-from .logs.vglog import LogParseError, parse_lines
-from .logs.vgxml import parse_xml
-from .matrix import project_cases, run_cases, shard
-from .model import ExitInfo, Outcome, Verdict
+from .drive.launch import TargetError
+from .model import Verdict
+from .options import OptionError, add_run_options
 from .paths import REPORTS
-from .report.terminal import fatal_lines, finding_lines, process_lines
-from .runner import DETECTORS, RunOptions, RunResult, run_case
 from .timeouts import multiplier
 
 EXIT_CLEAN, EXIT_FINDING, EXIT_USAGE, EXIT_UNDECIDED = 0, 1, 2, 3
+MAX_JOBS = 64
+MAX_REPEAT = 1000
+USER_SERVER_HINT = "'{port}' in --cmd, or --port N for a server with a fixed port"
 
 
 class UsageError(Exception):
@@ -45,51 +43,133 @@ def exit_status(verdict: Verdict) -> int:
     return EXIT_FINDING
 
 
-def _write_json(data: dict, dest: str | None) -> None:
+def human(args: argparse.Namespace):
+    """Where a person's text goes: stderr when stdout carries the JSON."""
+    return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+
+
+def visible(text: str, width: int = 240) -> str:
+    """Server output made safe for a terminal: control characters shown as
+    escapes, long lines cut."""
+    out = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+    return out if len(out) <= width else out[:width - 3] + "..."
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+# -- output paths, checked before anything runs --------------------------------------
+def writable_file(option: str, dest: str | None) -> Path | None:
+    if not dest or dest == "-":
+        return None
+    path = Path(dest)
+    if path.is_dir():
+        raise UsageError(f"{option} {dest}: is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "ab"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise UsageError(f"{option} {dest}: cannot write: {exc.strerror}") from None
+    return path
+
+
+def writable_dir(option: str, dest: Path) -> Path:
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{option} {dest}: is a file, not a directory")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dest, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {dest}: cannot write there: {exc.strerror}") from None
+    return dest
+
+
+def write_json(data: dict, dest: str | None) -> None:
     if not dest:
         return
-    text = json.dumps(data, indent=2) + "\n"
+    from .report.jsonout import dump
     if dest == "-":
-        sys.stdout.write(text)
-    else:
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        Path(dest).write_text(text)
-
-
-def _leak_policy(spec: str | None, default: LeakPolicy) -> LeakPolicy:
-    if spec is None:
-        return default
+        dump(data, sys.stdout)
+        sys.stdout.flush()
+        return
     try:
-        return LeakPolicy.parse(spec)
+        with open(dest, "w", encoding="utf-8") as f:
+            dump(data, f)
+    except OSError as exc:
+        raise UsageError(f"--json {dest}: cannot write: {exc.strerror}") from None
+
+
+def _jobs(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a number of jobs, 1 to {MAX_JOBS}")
+    if not 1 <= n <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"{n}: expected 1 to {MAX_JOBS} jobs at a time")
+    return n
+
+
+def _repeat(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a count, 1 to {MAX_REPEAT}")
+    if not 1 <= n <= MAX_REPEAT:
+        raise argparse.ArgumentTypeError(f"{n}: expected 1 to {MAX_REPEAT} runs")
+    return n
+
+
+def _scenario_ref(ref: str) -> str:
+    try:
+        ref.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = ref.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise UsageError(f"--scenario {shown}: the file name is not valid UTF-8; rename the "
+                         "file (its name becomes the case's name in every report)") from None
+    return ref
+
+
+# -- parse ---------------------------------------------------------------------------
+def cmd_parse(args: argparse.Namespace) -> int:
+    from .judge.frames import SourceIndex
+    from .judge.verdict import LeakPolicy, judge
+    from .logs.source import log_lines, read_head
+    from .logs.vglog import LogParseError, parse_lines
+    from .model import ExitInfo
+    from .options import parse_stop_signal
+    from .report.terminal import fatal_lines, finding_lines, process_lines
+
+    path = Path(args.log)
+    writable_file("--json", args.json)
+    stop = parse_stop_signal(args.stop_signal)
+    try:
+        policy = LeakPolicy.parse(args.leak_kinds or "strict")
     except ValueError as exc:
         raise UsageError(f"--leak-kinds: {exc}") from None
-
-
-# -- parse ---------------------------------------------------------------------
-def cmd_parse(args: argparse.Namespace) -> int:
-    path = Path(args.log)
     try:
-        head = path.open("rb").read(64)
-        if head.lstrip().startswith(b"<?xml"):
+        if read_head(path).lstrip().startswith(b"<?xml"):
+            from .logs.vgxml import parse_xml
             with path.open("rb") as f:
                 log = parse_xml(f)
         else:
-            with path.open(encoding="utf-8", errors="replace") as f:
-                log = parse_lines(f)
+            log = parse_lines(log_lines(path))
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
-    except LogParseError as exc:
-        print(f"{path}: {exc}", file=sys.stderr)
+    except (LogParseError, ValueError, RecursionError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)    # the file and what is wrong with it
         return EXIT_USAGE
-    try:
-        stop = parse_signal(args.stop_signal)
-    except ValueError as exc:
-        raise UsageError(f"--stop-signal: {exc}") from None
-    policy = _leak_policy(args.leak_kinds, LeakPolicy())
     fatal = log.main.fatal_signal
     exit_info = ExitInfo(returncode=-fatal.number if fatal else None, stop_signal=stop)
     judgement = judge(log, exit_info, policy)
-    index = SourceIndex.scan([Path(d) for d in args.source_dir] or [path.parent, Path.cwd()])
     data = {
         "log": str(path), "verdict": judgement.verdict.label, "reasons": judgement.reasons,
         "fatal_signal": fatal.name if fatal else None,
@@ -100,21 +180,23 @@ def cmd_parse(args: argparse.Namespace) -> int:
                       for p in log.processes],
         "findings": [f.to_json() for f in judgement.findings], "leak_kinds": policy.describe(),
     }
-    if args.json == "-":
-        _write_json(data, "-")
-    else:
-        print(f"{path}: {judgement.verdict.label}")
-        for reason in judgement.reasons:
-            print(f"  {reason}")
-        for line in fatal_lines(log, index) + finding_lines(log, index) + process_lines(log.main):
-            print(f"  {line}")
-        _write_json(data, args.json)
+    out = human(args)
+    index = SourceIndex.scan([Path(d) for d in args.source_dir] or [path.parent, Path.cwd()])
+    print(f"{path}: {judgement.verdict.label}", file=out)
+    for line in judgement.reasons + fatal_lines(log, index) + finding_lines(log, index) \
+            + process_lines(log.main):
+        print(f"  {line}", file=out)
+    write_json(data, args.json)
     return exit_status(judgement.verdict)
 
 
-# -- run -----------------------------------------------------------------------
-def _resolve_target(args: argparse.Namespace) -> tuple[Target, Pattern | None, str]:
-    if args.cmd and args.pattern:
+# -- run -----------------------------------------------------------------------------
+def resolve_target(args: argparse.Namespace):
+    """The server to run: one of the project's (PATTERN) or --cmd."""
+    from .drive.launch import Target, uses_port
+    from .judge.patterns import ManifestError, find_pattern
+
+    if args.cmd and getattr(args, "pattern", None):
         raise UsageError("give either PATTERN or --cmd, not both")
     if args.cmd:
         try:
@@ -123,24 +205,30 @@ def _resolve_target(args: argparse.Namespace) -> tuple[Target, Pattern | None, s
             raise UsageError(f"--cmd: {exc}") from None
         if not argv:
             raise UsageError("--cmd: empty command")
-        has_placeholder = any("{port}" in a for a in argv)
+        templates = [Path(t.rpartition(":")[0] or t) for t in args.config_template]
+        texts = argv + list(args.env)
+        for path in templates:
+            try:
+                texts.append(path.read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                pass    # named by make_options, with the reason
+        has_placeholder = uses_port(texts)
         if args.port is not None and has_placeholder:
-            raise UsageError("--cmd has '{port}' and --port was given: use one of them")
+            raise UsageError("--cmd (or its --env or --config-template) has '{port}' and --port "
+                             "was given: use one of them")
         if args.port is None and not has_placeholder:
-            raise UsageError("--cmd needs '{port}' in its arguments, or --port N for a "
-                             "server with a fixed port")
+            raise UsageError(f"the server's port: give {USER_SERVER_HINT}")
+        if any("{config}" in a for a in argv) and not args.config_template:
+            raise UsageError("--cmd has '{config}' but no --config-template was given")
         mode = "fixed" if args.port is not None else "substitute"
         return Target(argv=argv, port_mode=mode, port=args.port, host=args.host,
-                      name=Path(argv[0]).name), None, "cmd"
-    if not args.pattern:
+                      name=Path(argv[0]).name[:64] or "server"), None, "cmd"
+    if not getattr(args, "pattern", None):
         raise UsageError("name a PATTERN (one of the project's servers) or give --cmd")
     try:
         pattern = find_pattern(args.pattern)
-    except ManifestError as exc:
-        raise UsageError(str(exc)) from None
-    variant = args.variant or ("buggy" if pattern.is_pair else "main")
-    try:
-        binary = pattern.binary(variant, detector=getattr(args, "detector", "memcheck"))
+        variant = args.variant or ("buggy" if pattern.is_pair else "main")
+        binary = pattern.binary(variant, detector=args.detector)
     except ManifestError as exc:
         raise UsageError(str(exc)) from None
     if not binary.exists():
@@ -150,98 +238,91 @@ def _resolve_target(args: argparse.Namespace) -> tuple[Target, Pattern | None, s
                   name=f"{pattern.name}-{variant}"), pattern, variant
 
 
-def _options(args: argparse.Namespace, pattern: Pattern | None) -> RunOptions:
-    default_policy = LeakPolicy() if pattern else LeakPolicy.parse("definite,indirect,possible")
-    if args.native and args.detector != "memcheck":
-        raise UsageError("--native runs without any detector: drop --detector")
-    return RunOptions(
-        valgrind=ValgrindOptions(track_origins=args.track_origins, enabled=not args.native),
-        detector=args.detector,
-        leak_policy=_leak_policy(args.leak_kinds, default_policy),
-        require_exit_zero=pattern is not None)
+def run_options(args: argparse.Namespace, pattern, native: bool = False):
+    from .options import USER_LEAK_KINDS, options_from_args
+    return options_from_args(args, default_leak_kinds="strict" if pattern else USER_LEAK_KINDS,
+                             native=native, require_exit_zero=pattern is not None)
 
 
-def print_result(result: RunResult, index: SourceIndex, verbose: bool = True) -> None:
-    print(f"{result.name} · scenario {result.scenario} · {result.seconds:.1f}s")
-    print(f"verdict: {result.verdict.label}")
+def print_result(result, index, out) -> None:
+    from .report.terminal import fatal_lines, finding_lines, process_lines
+    print(f"{result.name} · scenario {result.scenario} · {result.seconds:.1f}s", file=out)
+    print(f"verdict: {result.verdict.label}", file=out)
     for reason in result.judgement.reasons:
-        print(f"  {reason}")
-    if result.log is not None and verbose:
+        print(f"  {visible(reason, 1000)}", file=out)
+    if result.log is not None:
         for line in fatal_lines(result.log, index) + finding_lines(result.log, index):
-            print(f"  {line}")
-        for line in process_lines(result.log.main):
-            print(f"  {line}")
+            print(f"  {line}", file=out)
+        for proc in result.log.processes:
+            prefix = f"pid {proc.pid}: " if len(result.log.processes) > 1 else ""
+            for line in process_lines(proc):
+                print(f"  {prefix}{line}", file=out)
     for note in result.play.notes:
-        print(f"  note: {note}")
+        print(f"  note: {visible(note, 1000)}", file=out)
     if result.startup_output:
-        print("  server output:")
+        print("  server output:", file=out)
         for line in result.startup_output.splitlines()[-20:]:
-            print(f"    {line}")
+            print(f"    {visible(line)}", file=out)
     if result.log is not None or result.judgement.verdict is Verdict.UNRESOLVED:
-        print(f"  log:    {_rel(result.log_path)}")
-    print(f"  output: {_rel(result.stdout_path)}, {_rel(result.stderr_path)}")
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+        print(f"  log:    {_rel(result.log_path)}", file=out)
+    print(f"  output: {_rel(result.stdout_path)}, {_rel(result.stderr_path)}", file=out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.repeat < 1:
-        raise UsageError("--repeat: expected a count of at least 1")
-    target, pattern, variant = _resolve_target(args)
+    from collections import Counter
+
+    from .drive.scenario import DEFAULT, ScenarioError, load_scenario
+    from .judge.frames import SourceIndex
+    from .runner import run_case
+
+    target, pattern, variant = resolve_target(args)
+    options = run_options(args, pattern, native=args.native)
     scenario_ref = args.scenario or (pattern.trigger if pattern and variant == "buggy" else None)
     try:
-        scenario = load_scenario(scenario_ref) if scenario_ref else DEFAULT
+        scenario = load_scenario(_scenario_ref(scenario_ref)) if scenario_ref else DEFAULT
     except ScenarioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.stop_signal:
-        try:
-            scenario.settings.stop_signal = parse_signal(args.stop_signal)
-        except ValueError as exc:
-            raise UsageError(f"--stop-signal: {exc}") from None
-    options = _options(args, pattern)
+        raise UsageError(str(exc)) from None
+    out_base = writable_dir("--out", Path(args.out) if args.out else REPORTS / "runs")
+    writable_file("--json", args.json)
+    out = human(args)
     roots = [pattern.directory, pattern.directory.parent / "common"] if pattern else \
         [Path(target.argv[0]).resolve().parent, Path.cwd()]
     index = SourceIndex.scan([Path(d) for d in args.source_dir] or roots)
-    out_base = Path(args.out) if args.out else REPORTS / "runs"
-    expect = pattern.expectation(variant, args.detector) if pattern else None
     if args.load:
-        return _run_load(args, target, scenario, options, out_base)
+        return _run_load(args, target, scenario, options, out_base, out)
     results = []
     for i in range(args.repeat):
         run_dir = out_base / (f"{target.name}-{scenario.name}" + (f"-{i + 1}" if args.repeat > 1 else ""))
         result = run_case(target, scenario, run_dir, options)
         results.append(result)
         if args.repeat == 1:
-            print_result(result, index)
+            print_result(result, index, out)
         else:
             print(f"[{i + 1}/{args.repeat}] {result.verdict.label} ({result.seconds:.1f}s)"
-                  f" {'; '.join(result.judgement.reasons[:1])}", flush=True)
+                  f" {'; '.join(result.judgement.reasons[:1])}", file=out, flush=True)
     if args.repeat > 1:
-        _print_rate(results, expect)
+        _print_rate(results, pattern.expectation(variant, args.detector) if pattern else None, out)
     worst = max((r.verdict for r in results), key=lambda v: v.rank)
     data = results[0].to_json() if args.repeat == 1 else {
         "runs": [r.to_json() for r in results],
         "verdicts": dict(Counter(r.verdict.label for r in results)),
         "verdict": worst.label}
-    _write_json(data, args.json)
+    write_json(data, args.json)
+    errors = [r.harness_error for r in results if r.harness_error]
+    if errors:
+        raise UsageError(errors[0])
     return exit_status(worst)
 
 
-def _run_load(args: argparse.Namespace, target: Target, scenario, options: RunOptions,
-              out_base: Path) -> int:
+def _run_load(args, target, scenario, options, out_base: Path, out) -> int:
+    from .runner import run_case
+    from .tools import growth
     try:
         counts = [int(x) for x in args.load.split(",")]
     except ValueError:
         raise UsageError(f"--load {args.load!r}: expected two connection counts, e.g. 2,10") from None
     if len(counts) != 2 or min(counts) < 1 or counts[0] == counts[1]:
         raise UsageError(f"--load {args.load!r}: expected two different counts >= 1, e.g. 2,10")
-    from .tools import growth
     points, results = [], []
     for n in counts:
         try:
@@ -253,32 +334,38 @@ def _run_load(args: argparse.Namespace, target: Target, scenario, options: RunOp
         nbytes, nblocks = growth.leaked(result)
         points.append((n, nbytes, nblocks))
         print(f"{n:>6} connections: {result.verdict.label:13} in use at exit: {nbytes:,} bytes "
-              f"in {nblocks:,} blocks", flush=True)
+              f"in {nblocks:,} blocks", file=out, flush=True)
     fit = growth.slope(points)
-    print(fit.describe())
+    print(fit.describe(), file=out)
     worst = max((r.verdict for r in results), key=lambda v: v.rank)
-    _write_json({"verdict": worst.label, "slope": fit.to_json(),
-                 "runs": [r.to_json() for r in results]}, args.json)
+    write_json({"verdict": worst.label, "slope": fit.to_json(),
+                "runs": [r.to_json() for r in results]}, args.json)
     return exit_status(worst)
 
 
-def _print_rate(results: list[RunResult], expect) -> None:
+def _print_rate(results, expect, out) -> None:
+    from collections import Counter
+
+    from .judge.gate import points_at
     counts = Counter(r.verdict.label for r in results)
-    print("verdicts: " + ", ".join(f"{n}x {v}" for v, n in counts.most_common()))
+    print("verdicts: " + ", ".join(f"{n}x {v}" for v, n in counts.most_common()), file=out)
     if expect is not None:
         hits = sum(1 for r in results if r.verdict is expect.verdict and points_at(r, expect))
         what = expect.verdict.label + (f" with {expect.kind}" if expect.kind else "")
-        print(f"reproduction rate: {hits}/{len(results)} runs were {what}")
+        print(f"reproduction rate: {hits}/{len(results)} runs were {what}", file=out)
 
 
-# -- matrix and gate ---------------------------------------------------------------
-def _progress(result: CaseResult, done: int, total: int) -> None:
-    mark = "!" if result.outcome.fails else " "
-    print(f"[{done:>3}/{total}]{mark}{result.outcome.label:10} {result.case.id:48} "
-          f"{result.run.verdict.label:14} {result.run.seconds:5.1f}s", flush=True)
+# -- matrix and gate -------------------------------------------------------------------
+def _progress(out):
+    def show(result, done: int, total: int) -> None:
+        mark = "!" if result.outcome.fails else " "
+        print(f"[{done:>3}/{total}]{mark}{result.outcome.label:10} {result.case.id:48} "
+              f"{result.run.verdict.label:14} {result.run.seconds:5.1f}s", file=out, flush=True)
+    return show
 
 
 def _baseline(args: argparse.Namespace) -> dict[str, str]:
+    from .judge.gate import BaselineError, load_baseline
     if not args.baseline:
         return {}
     try:
@@ -287,23 +374,41 @@ def _baseline(args: argparse.Namespace) -> dict[str, str]:
         raise UsageError(str(exc)) from None
 
 
-def _finish_gate(results: list[CaseResult], args: argparse.Namespace, out_dir: Path) -> int:
+def _check_gate_outputs(args: argparse.Namespace) -> Path:
+    out_dir = writable_dir("--out", Path(args.out) if args.out else REPORTS)
+    for option, dest in (("--json", args.json), ("--sarif", args.sarif),
+                         ("--write-baseline", args.write_baseline)):
+        writable_file(option, dest)
+    return out_dir
+
+
+def _finish_gate(results, args: argparse.Namespace, out_dir: Path) -> int:
+    from .judge.gate import baseline_text, first_own_frames
+    from .model import Outcome
     from .report.pages import summary, write_all
-    paths = write_all(results, out_dir, Path(args.sarif) if args.sarif else None)
+    out = human(args)
+    try:
+        paths = write_all(results, out_dir, Path(args.sarif) if args.sarif else None)
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or out_dir}: cannot write the report: {exc.strerror}") from None
     data = summary(results)
-    _write_json(data, args.json)
+    write_json(data, args.json)
     if args.write_baseline:
-        Path(args.write_baseline).write_text(baseline_text(results))
-        print(f"baseline written: {args.write_baseline}")
+        try:
+            Path(args.write_baseline).write_text(baseline_text(results))
+        except OSError as exc:
+            raise UsageError(f"--write-baseline {args.write_baseline}: cannot write: "
+                             f"{exc.strerror}") from None
+        print(f"baseline written: {args.write_baseline}", file=out)
     failing = [r for r in results if r.outcome.fails]
     for r in failing:
-        print(f"FAIL {r.case.id}: {r.outcome.label}: {r.message}")
+        print(f"FAIL {r.case.id}: {r.outcome.label}: {visible(r.message, 1000)}", file=out)
         for line in first_own_frames(r)[:3]:
-            print(f"    {line}")
-        print(f"    log: {_rel(r.run.log_path)}")
+            print(f"    {line}", file=out)
+        print(f"    log: {_rel(r.run.log_path)}", file=out)
     counts = ", ".join(f"{n} {k}" for k, n in data["counts"].items())
-    print(f"{'PASSED' if not failing else 'FAILED'}: {len(results)} cases ({counts})")
-    print(f"report: {_rel(paths['html'])} (also {paths['md'].name}, {paths['json'].name})")
+    print(f"{'PASSED' if not failing else 'FAILED'}: {len(results)} cases ({counts})", file=out)
+    print(f"report: {_rel(paths['html'])} (also {paths['md'].name}, {paths['json'].name})", file=out)
     if not failing:
         return EXIT_CLEAN
     if all(r.outcome is Outcome.UNRESOLVED for r in failing):
@@ -312,6 +417,7 @@ def _finish_gate(results: list[CaseResult], args: argparse.Namespace, out_dir: P
 
 
 def _detectors(chosen: list[str] | None) -> tuple[str, ...]:
+    from .model import DETECTORS
     if not chosen:
         return ("memcheck",)
     if "all" in chosen:
@@ -320,6 +426,9 @@ def _detectors(chosen: list[str] | None) -> tuple[str, ...]:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from .judge.patterns import all_patterns
+    from .matrix import project_cases, run_cases, shard
+
     patterns = all_patterns()
     if args.pattern:
         known = {p.name: p for p in patterns}
@@ -327,7 +436,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if missing:
             raise UsageError(f"--pattern {missing[0]!r}: no such server (known: {', '.join(known)})")
         patterns = [known[n] for n in args.pattern]
-    detectors = _detectors(args.detector)
+    detectors = _detectors(args.detectors)
     for pattern in patterns:
         for variant in pattern.variants:
             for detector in detectors:
@@ -335,47 +444,57 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                 if not binary.exists():
                     raise UsageError(f"{binary} is not built: run 'make servers"
                                      f"{' SANITIZE=address' if detector == 'asan' else ''}' first")
-    cases = shard(project_cases(patterns, RunOptions(
-        valgrind=ValgrindOptions(track_origins=args.track_origins), require_exit_zero=True),
-        detectors, variants=tuple(args.variant) if args.variant else None), args.shard)
-    out_dir = Path(args.out) if args.out else REPORTS
+    args.detector = "memcheck"
+    options = run_options(args, pattern=True)
+    try:
+        cases = shard(project_cases(patterns, options, detectors,
+                                    variants=tuple(args.variant) if args.variant else None),
+                      args.shard)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out_dir = _check_gate_outputs(args)
+    baseline = _baseline(args)
+    out = human(args)
     print(f"matrix: {len(cases)} cases, {args.jobs} at a time, detectors: {', '.join(detectors)}",
-          flush=True)
-    results = run_cases(cases, out_dir, args.jobs, _baseline(args), _progress)
+          file=out, flush=True)
+    results = run_cases(cases, out_dir, args.jobs, baseline, _progress(out))
     return _finish_gate(results, args, out_dir)
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    from .drive.scenario import ScenarioError, load_scenario
+    from .judge.gate import Case
+    from .judge.patterns import Expectation
+    from .matrix import unique_ids
+
     args.pattern = None
-    args.variant = None
-    target, _, _ = _resolve_target(args)
-    scenarios = args.scenario or ["echo"]
+    target, _, _ = resolve_target(args)
+    options = run_options(args, pattern=None)
+    scenarios = [_scenario_ref(ref) for ref in args.scenario or ["echo"]]
     for ref in scenarios:
         try:
             load_scenario(ref)
         except ScenarioError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    options = RunOptions(valgrind=ValgrindOptions(track_origins=args.track_origins),
-                         detector=args.detector,
-                         leak_policy=_leak_policy(args.leak_kinds,
-                                                  LeakPolicy.parse("definite,indirect,possible")))
+            raise UsageError(str(exc)) from None
+    out_dir = _check_gate_outputs(args)
+    baseline = _baseline(args)
     roots = [Path(d) for d in args.source_dir] or [Path(target.argv[0]).resolve().parent, Path.cwd()]
-    cases = [Case(id=f"{target.name}-{Path(ref).stem}", target=target, scenario=ref,
-                  expect=Expectation(Verdict.CLEAN), source_roots=roots, options=options)
-             for ref in scenarios]
-    out_dir = Path(args.out) if args.out else REPORTS
-    results = run_cases(cases, out_dir, args.jobs, _baseline(args), _progress)
+    ids = unique_ids([f"{target.name}-{Path(ref).stem}" for ref in scenarios])
+    cases = [Case(id=case_id, target=target, scenario=ref, expect=Expectation(Verdict.CLEAN),
+                  source_roots=roots, options=options)
+             for case_id, ref in zip(ids, scenarios)]
+    from .matrix import run_cases
+    results = run_cases(cases, out_dir, args.jobs, baseline, _progress(human(args)))
     return _finish_gate(results, args, out_dir)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .tools.demo import run_demo
-    return run_demo(Path(args.out) if args.out else REPORTS, args.jobs)
+    return run_demo(writable_dir("--out", Path(args.out) if args.out else REPORTS), args.jobs)
 
 
-# -- scenarios -----------------------------------------------------------------
 def cmd_scenarios(args: argparse.Namespace) -> int:
+    from .drive.scenario import ScenarioError, load_scenario, named_scenarios
     for name in named_scenarios():
         try:
             print(f"{name:22} {load_scenario(name).description}")
@@ -384,11 +503,18 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the parser ------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:     # exit 2 with the usage, as argparse does
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m harness",
-                                description="Run TCP servers under valgrind, play scripted "
-                                            "clients, judge leaks and crashes.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="python3 -m harness",
+                description="Run TCP servers under valgrind, play scripted clients, judge leaks "
+                            "and crashes.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     pp = sub.add_parser("parse", help="judge an existing valgrind log (text or XML)")
     pp.add_argument("log")
@@ -400,64 +526,62 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where the program's sources are (for its own frames)")
     pp.set_defaults(func=cmd_parse)
 
+    def target_options(q: argparse.ArgumentParser, cmd_required: bool) -> None:
+        q.add_argument("--cmd", required=cmd_required,
+                       help="any server: 'PROGRAM ARGS {port}' ({port}: a free port, {config}: "
+                            "the rendered --config-template)")
+        q.add_argument("--port", type=int, help="the fixed port of a --cmd server without {port}")
+        q.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+        q.add_argument("--source-dir", action="append", default=[],
+                       help="where the server's sources are (for its own frames)")
+
     pr = sub.add_parser("run", help="run a server under valgrind and judge it")
     pr.add_argument("pattern", nargs="?", help="one of the project's servers (servers/NAME)")
     pr.add_argument("--variant", choices=("buggy", "fixed", "main"))
-    pr.add_argument("--cmd", help="any server: 'PROGRAM ARGS {port}' ({port}: a free port)")
-    pr.add_argument("--port", type=int, help="the fixed port of a --cmd server without {port}")
-    pr.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    target_options(pr, cmd_required=False)
     pr.add_argument("--scenario", help="a named scenario (scenarios/NAME.toml) or a file")
-    pr.add_argument("--stop-signal", help="override the scenario's stop signal")
-    pr.add_argument("--leak-kinds", help="strict (project servers' default), all, or kinds: "
-                                         "definite,indirect,possible (--cmd default)")
-    pr.add_argument("--track-origins", action="store_true", help="valgrind --track-origins=yes")
     pr.add_argument("--native", action="store_true", help="run without valgrind")
-    pr.add_argument("--detector", choices=DETECTORS, default="memcheck",
-                    help="memcheck (default), asan (the build/asan tree, natively), helgrind, drd")
-    pr.add_argument("--repeat", type=int, default=1, help="run N times, report the rate")
+    pr.add_argument("--repeat", type=_repeat, default=1,
+                    help=f"run N times (at most {MAX_REPEAT}), report the rate")
     pr.add_argument("--load", metavar="N1,N2",
                     help="run at two connection counts, report the leak per connection")
     pr.add_argument("--json", metavar="PATH|-", help="write the result as JSON ('-': stdout)")
     pr.add_argument("--out", help="directory for the run's files (default reports/runs)")
-    pr.add_argument("--source-dir", action="append", default=[],
-                    help="where the server's sources are (for its own frames)")
+    add_run_options(pr)
     pr.set_defaults(func=cmd_run)
 
     def gate_options(q: argparse.ArgumentParser) -> None:
-        q.add_argument("-j", "--jobs", type=int, default=1, help="cases run at once")
+        q.add_argument("-j", "--jobs", type=_jobs, default=1,
+                       help=f"cases run at once (1 to {MAX_JOBS})")
         q.add_argument("--json", metavar="PATH|-", help="write summary.json here too ('-': stdout)")
         q.add_argument("--out", help="report directory (default reports/)")
         q.add_argument("--baseline", help="TOML file of accepted findings (by signature)")
         q.add_argument("--write-baseline", metavar="PATH",
                        help="write every current finding's signature as accepted")
         q.add_argument("--sarif", metavar="PATH", help="also write SARIF 2.1.0 for code scanning")
-        q.add_argument("--track-origins", action="store_true", help="valgrind --track-origins=yes")
 
     pm = sub.add_parser("matrix", help="every pair's variants against their scenarios")
     pm.add_argument("--pattern", action="append", help="only this server (repeatable)")
     pm.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic slices")
     pm.add_argument("--variant", action="append", choices=("buggy", "fixed", "main"),
                     help="only these variants (repeatable)")
-    pm.add_argument("--detector", action="append", choices=DETECTORS + ("all",),
+    pm.add_argument("--detectors", "--detector", dest="detectors", action="append",
+                    choices=("memcheck", "asan", "helgrind", "drd", "all"),
                     help="memcheck (default), asan, helgrind, drd, or all (repeatable)")
     gate_options(pm)
+    add_run_options(pm, detectors=())
     pm.set_defaults(func=cmd_matrix)
 
     pg = sub.add_parser("gate", help="CI gate for your own server: fails on a new leak or crash")
-    pg.add_argument("--cmd", required=True, help="'PROGRAM ARGS {port}'")
-    pg.add_argument("--port", type=int, help="the fixed port of a server without {port}")
-    pg.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    pg.add_argument("--scenario", action="append", help="named scenario or file (repeatable; default echo)")
-    pg.add_argument("--detector", choices=DETECTORS, default="memcheck",
-                    help="memcheck (default), helgrind, drd, or asan (your -fsanitize=address build)")
-    pg.add_argument("--leak-kinds", help="default definite,indirect,possible; or strict, all")
-    pg.add_argument("--source-dir", action="append", default=[],
-                    help="where the server's sources are (for its own frames)")
+    target_options(pg, cmd_required=True)
+    pg.add_argument("--scenario", action="append",
+                    help="named scenario or file (repeatable; default echo)")
     gate_options(pg)
+    add_run_options(pg)
     pg.set_defaults(func=cmd_gate)
 
     pd = sub.add_parser("demo", help="each bug next to its fix, then the HTML report")
-    pd.add_argument("-j", "--jobs", type=int, default=2, help="cases run at once (default 2)")
+    pd.add_argument("-j", "--jobs", type=_jobs, default=2, help="cases run at once (default 2)")
     pd.add_argument("--out", help="report directory (default reports/)")
     pd.set_defaults(func=cmd_demo)
 
@@ -466,19 +590,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# -- main -------------------------------------------------------------------------------
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # Installed whatever the dispositions were at start: a job started with
+    # '&' from a script inherits SIGINT ignored, and must still stop on it.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors="backslashreplace")
+    launch.serve_as_subreaper()
     try:
+        args = build_parser().parse_args(argv)
         multiplier()
         return args.func(args)
-    except (UsageError, TargetError, ValueError) as exc:
+    except (UsageError, OptionError, TargetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
@@ -489,5 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         launch.kill_all()
         print("interrupted: every server this run started was killed", file=sys.stderr)
         return 130
+    except RecursionError:
+        print("error: input nested too deeply", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         launch.kill_all()
+        launch.reap_orphans(5.0)

@@ -3,18 +3,21 @@
 port), each judged by the gate (judge.gate) as it finishes."""
 from __future__ import annotations
 
-import concurrent.futures
 import multiprocessing
+import os
+import queue
 import re
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from .drive.launch import Target
+from .drive.launch import Target, TargetError
 from .drive.scenario import load_scenario, named_scenarios
 from .judge.gate import Case, CaseResult, evaluate
 from .judge.patterns import Pattern, all_patterns
-from .runner import RunOptions, run_case
+from .options import RunOptions
+from .runner import run_case
 
 
 # -- the project's matrix -----------------------------------------------------
@@ -67,10 +70,31 @@ def shard(cases: list[Case], spec: str | None) -> list[Case]:
     return [c for k, c in enumerate(ordered) if k % n == i - 1]
 
 
+def unique_ids(ids: list[str]) -> list[str]:
+    """Case ids as given, the second and later of a repeated one suffixed
+    '-2', '-3'... (two scenarios `a/smoke.toml` and `b/smoke.toml` are two
+    cases, with two run folders)."""
+    taken: set[str] = set()
+    out = []
+    for case_id in ids:
+        candidate, n = case_id, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{case_id}-{n}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def _fixed_port(case: Case) -> int | None:
+    return case.target.port if case.target.port_mode == "fixed" else None
+
+
 def run_cases(cases: list[Case], out_dir: Path, jobs: int = 1, baseline: dict[str, str] | None = None,
               progress: Callable[[CaseResult, int, int], None] | None = None) -> list[CaseResult]:
-    """Run every case (`jobs` at a time: each case has its own run folder and
-    its server picks its own port, so workers share nothing) in case order."""
+    """Run every case, `jobs` at a time, and return the results in case
+    order.  Each case has its own run folder and its own port; cases that
+    share a fixed port (`--port N`) never run at once."""
     baseline = baseline or {}
     results: list[CaseResult | None] = [None] * len(cases)
 
@@ -79,20 +103,124 @@ def run_cases(cases: list[Case], out_dir: Path, jobs: int = 1, baseline: dict[st
         if progress:
             progress(result, sum(r is not None for r in results), len(cases))
 
-    if jobs <= 1:
+    if jobs <= 1 or len(cases) <= 1:
         for i, case in enumerate(cases):
             record(i, run_one(case, out_dir, baseline))
         return results     # type: ignore[return-value]
-    # Worker processes, not threads: the clients are Python and would share
-    # one interpreter lock.  Each worker runs its own servers and reaps them.
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(run_one, case, out_dir, baseline): i for i, case in enumerate(cases)}
-        for future in concurrent.futures.as_completed(futures):
-            record(futures[future], future.result())
+    with _Workers(min(jobs, len(cases))) as workers:
+        pending = list(range(len(cases)))
+        ports_in_use: set[int] = set()
+        while pending or workers.busy:
+            for worker in workers.idle():
+                i = next((i for i in pending if _fixed_port(cases[i]) not in ports_in_use), None)
+                if i is None:
+                    break
+                pending.remove(i)
+                if _fixed_port(cases[i]) is not None:
+                    ports_in_use.add(_fixed_port(cases[i]))
+                worker.give(i, (cases[i], out_dir, baseline))
+            i, result = workers.next_result()
+            ports_in_use.discard(_fixed_port(cases[i]))
+            record(i, result)
     return results     # type: ignore[return-value]
 
 
 def run_one(case: Case, out_dir: Path, baseline: dict[str, str]) -> CaseResult:
     run = run_case(case.target, load_scenario(case.scenario), out_dir / "runs" / case.id, case.options)
     return evaluate(case, run, baseline)
+
+
+# -- worker processes ---------------------------------------------------------------
+# Processes, not threads: the clients are Python and would share one
+# interpreter lock.  Each worker runs its own servers (each under its own
+# keeper).  A worker dies with its parent (PR_SET_PDEATHSIG), and its keepers
+# with it; on an interrupt the parent kills its workers at once instead of
+# letting the queue run on.
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _worker_main(parent: int, tasks, results) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent decides what an interrupt does
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        index, (case, out_dir, baseline) = item
+        try:
+            results.put((index, run_one(case, out_dir, baseline), None))
+        except Exception as exc:     # noqa: BLE001 - handed to the parent, which re-raises it
+            results.put((index, None, (type(exc).__name__, str(exc))))
+
+
+class _Worker:
+    def __init__(self, ctx, results) -> None:
+        self.tasks = ctx.SimpleQueue()
+        self.process = ctx.Process(target=_worker_main, args=(os.getpid(), self.tasks, results),
+                                   daemon=True)
+        self.process.start()
+        self.index: int | None = None
+
+    def give(self, index: int, payload) -> None:
+        self.index = index
+        self.tasks.put((index, payload))
+
+
+class _Workers:
+    def __init__(self, count: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.results = ctx.Queue()
+        self.workers = [_Worker(ctx, self.results) for _ in range(count)]
+
+    @property
+    def busy(self) -> list[_Worker]:
+        return [w for w in self.workers if w.index is not None]
+
+    def idle(self) -> list[_Worker]:
+        return [w for w in self.workers if w.index is None]
+
+    def next_result(self) -> tuple[int, CaseResult]:
+        while True:
+            try:
+                index, result, error = self.results.get(timeout=0.5)
+            except queue.Empty:
+                dead = [w for w in self.busy if not w.process.is_alive()]
+                if dead:
+                    raise RuntimeError(f"a worker process died (exit status "
+                                       f"{dead[0].process.exitcode}) while running a case")
+                continue
+            for worker in self.workers:
+                if worker.index == index:
+                    worker.index = None
+            if error is not None:
+                name, message = error
+                if name in ("TargetError", "OptionError", "ScenarioError", "ValueError"):
+                    raise TargetError(message)
+                raise RuntimeError(f"{name}: {message}")
+            return index, result
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for worker in self.workers:
+            if exc[0] is None and worker.process.is_alive():
+                worker.tasks.put(None)
+            else:
+                worker.process.kill()
+        for worker in self.workers:
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+        self.results.close()
+        self.results.join_thread()

@@ -9,27 +9,16 @@ from pathlib import Path
 
 from .drive import vgdb
 from .drive.clients import PlayResult, play
-from .drive.launch import Server, Target, ValgrindOptions
+from .drive.launch import Server, Target, TargetError, ValgrindOptions
+from .drive.locks import NameLock, dir_lock
 from .drive.scenario import Scenario
 from .judge.verdict import Judgement, LeakPolicy, judge
 from .logs import hangs
 from .logs.asanlog import read_asan_logs
 from .logs.vglog import LogParseError, ValgrindLog, parse_lines
 from .model import DETECTORS, ExitInfo, Verdict
+from .options import RunOptions
 from .timeouts import Deadlines
-
-
-@dataclass
-class RunOptions:
-    """detector: memcheck (default), helgrind or drd run the program under
-    that valgrind tool; asan runs it natively (it must be built with
-    -fsanitize=address) and reads the sanitizers' reports."""
-
-    valgrind: ValgrindOptions = field(default_factory=ValgrindOptions)
-    detector: str = "memcheck"
-    leak_policy: LeakPolicy = field(default_factory=LeakPolicy)
-    deadlines: Deadlines = field(default_factory=Deadlines)
-    require_exit_zero: bool = False
 
 
 @dataclass
@@ -52,6 +41,7 @@ class RunResult:
     startup_output: str = ""
     detector: str = "memcheck"
     hang_threads: list[hangs.ThreadStack] = field(default_factory=list)
+    harness_error: str | None = None    # the run's own files could not be kept (exit status 2)
 
     @property
     def verdict(self) -> Verdict:
@@ -91,29 +81,55 @@ class RunResult:
 
 def read_log(path: Path) -> tuple[ValgrindLog | None, str | None]:
     """The parsed log, or None and why not."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return parse_lines(f), None
-    except FileNotFoundError:
-        return None, f"valgrind wrote no log at {path}"
-    except LogParseError as exc:
-        return None, str(exc)
+    return read_logs([path])
+
+
+def read_logs(paths: list[Path]) -> tuple[ValgrindLog | None, str | None]:
+    """One or several logs (one per PID) as one log, or None and why not."""
+    processes = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                processes += parse_lines(f).processes
+        except FileNotFoundError:
+            return None, f"valgrind wrote no log at {path}"
+        except LogParseError as exc:
+            return None, f"{path}: {exc}"
+        except OSError as exc:
+            return None, f"{path}: cannot read: {exc.strerror}"
+    if not processes:
+        return None, f"valgrind wrote no log in {paths[0].parent if paths else '?'}"
+    return ValgrindLog(processes=processes), None
+
+
+def claim_run_dir(path: Path) -> tuple[Path, NameLock]:
+    """A run folder no other run can be using: `path`, or `path-2`, `-3`...
+    when another run (of this process or any other) holds it.  The lock
+    lasts until the run releases it (or exits)."""
+    for n in range(1, 1000):
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        lock = dir_lock(candidate)
+        if lock.try_acquire():
+            return candidate, lock
+    raise TargetError(f"{path}: 999 runs are using folders of this name")
 
 
 def detector_setup(options: RunOptions, run_dir: Path) -> tuple[ValgrindOptions, dict[str, str]]:
+    """How to launch the server under the detector: valgrind's options, and
+    the environment (the user's --env, then the sanitizers' settings)."""
     if options.detector not in DETECTORS:
         raise ValueError(f"unknown detector {options.detector!r} (known: {', '.join(DETECTORS)})")
+    env = dict(options.env)
     if options.detector == "asan":
         # A native run; the sanitizers write their reports next to the log.
-        return replace(options.valgrind, enabled=False), {
+        env.update({
             "ASAN_OPTIONS": f"log_path={run_dir / 'asan'}:detect_leaks=1:halt_on_error=1:"
                             "detect_stack_use_after_return=1:abort_on_error=0:handle_segv=1",
             "LSAN_OPTIONS": "report_objects=0",
             "UBSAN_OPTIONS": f"log_path={run_dir / 'ubsan'}:print_stacktrace=1:halt_on_error=1",
-        }
-    if options.valgrind.enabled:
-        return replace(options.valgrind, tool=options.detector), {}
-    return options.valgrind, {}
+        })
+        return replace(options.valgrind(), enabled=False), env
+    return options.valgrind(), env
 
 
 def detector_log_path(options: RunOptions, server: Server) -> Path:
@@ -135,34 +151,54 @@ def read_detector_log(options: RunOptions, valgrind: ValgrindOptions,
         return read_asan_logs(files, stderr), None
     if not valgrind.enabled:
         return None, None
+    if valgrind.log_per_pid:
+        return read_logs(sorted(server.run_dir.glob("valgrind.*.log")))
     return read_log(server.log_path)
 
 
 def run_case(target: Target, scenario: Scenario, run_dir: Path,
              options: RunOptions | None = None) -> RunResult:
+    """One case, start to verdict.  `run_dir` is where its files go, or, when
+    another run is using that folder, `run_dir-2`, ... (RunResult.run_dir)."""
     options = options or RunOptions()
     settings = scenario.settings
     base = options.deadlines
     d = Deadlines(settings.ready_timeout or base.ready, settings.step_timeout or base.step,
                   settings.stop_timeout or base.stop).scaled()
     ready_s, step_s, stop_s = d.ready, d.step, d.stop
-    policy = settings.leak_policy or options.leak_policy
-    target.host = settings.host if settings.host != "127.0.0.1" else target.host
+    policy = options.leak_policy if options.leak_kinds_given else (
+        settings.leak_policy or options.leak_policy)
+    target = replace(target, host=settings.host if settings.host != "127.0.0.1" else target.host,
+                     cwd=options.cwd or target.cwd)
 
     started = time.monotonic()
+    run_dir, dir_claim = claim_run_dir(run_dir)
+    try:
+        return _run_claimed(target, scenario, run_dir, options, policy, ready_s, step_s, stop_s,
+                            started)
+    finally:
+        dir_claim.release()
+
+
+def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: RunOptions,
+                 policy: LeakPolicy, ready_s: float, step_s: float, stop_s: float,
+                 started: float) -> RunResult:
+    stop_signal = options.stop_signal or scenario.settings.stop_signal
     valgrind, env = detector_setup(options, run_dir)
-    server = Server(target, run_dir, valgrind, env)
+    server = Server(target, run_dir, valgrind, env, options.config_templates)
     if valgrind.enabled and valgrind.tool in ("memcheck", "helgrind", "drd"):
-        server.on_hang = lambda s: vgdb.collect(s.proc.pid, run_dir)
-    server.start()
+        server.on_hang = lambda s: vgdb.collect(s.hung_pid(), run_dir)
     played = PlayResult()
     player = None
+    ready = False
     try:
+        server.start()
         ready = server.wait_ready(ready_s)
         if ready:
             played, player = play(scenario, target.host, server.port,
-                                  lambda: server.stop(settings.stop_signal, stop_s), step_s)
-        exit_info = server.stop(settings.stop_signal, stop_s)
+                                  lambda: server.stop(stop_signal, stop_s), step_s)
+        exited_during = ready and not played.stopped and server.exited and not server.daemonized
+        exit_info = server.stop(stop_signal, stop_s)
     finally:
         if player is not None:
             player.close_all()
@@ -170,7 +206,9 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
     log, parse_error = read_detector_log(options, valgrind, server)
     judgement = judge(log, exit_info, policy, ready=ready, parse_error=parse_error,
                       scenario_failures=played.failures,
-                      require_exit_zero=options.require_exit_zero)
+                      require_exit_zero=options.require_exit_zero, not_ready=server.not_ready,
+                      daemonized=server.daemonized and not options.follow_children,
+                      exited_during_scenario=exited_during)
     hang_file = run_dir / "hang.txt"
     threads = hangs.parse_scheduler(hang_file.read_text()) if exit_info.hung and hang_file.exists() else []
     for thread in threads:
@@ -184,5 +222,11 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
         stdout_path=server.stdout_path, stderr_path=server.stderr_path,
         leak_policy=policy.describe(), detector=options.detector, hang_threads=threads,
         startup_output="" if ready else server.output_tail())
-    (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    if not run_dir.is_dir():
+        result.harness_error = f"{run_dir}: the run folder was deleted during the run"
+        return result
+    try:
+        (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    except OSError as exc:
+        result.harness_error = f"{run_dir / 'result.json'}: cannot write: {exc.strerror}"
     return result

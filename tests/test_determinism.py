@@ -12,8 +12,8 @@ import pytest
 from harness.drive.scenario import load_scenario
 from harness.judge.gate import evaluate
 from harness.matrix import project_cases
-from harness.model import Outcome
-from harness.runner import DETECTORS, run_case
+from harness.model import DETECTORS, Outcome
+from harness.runner import run_case
 
 REPEATS = int(os.environ.get("DETERMINISM_REPEATS", "5"))
 # The buggy variant under each detector its manifest names; the fixed one

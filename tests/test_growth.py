@@ -36,7 +36,7 @@ def test_with_load_scales_only_explicit_counts() -> None:
 def load(*args: str) -> dict:
     proc = subprocess.run([sys.executable, "-m", "harness", "run", *args, "--json", "-"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
-    return json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    return json.loads(proc.stdout)
 
 
 @pytest.mark.valgrind

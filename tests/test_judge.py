@@ -469,6 +469,12 @@ def test_cli_not_a_valgrind_log(tmp_path: Path, content: str) -> None:
 def test_cli_binary_junk(tmp_path: Path) -> None:
     path = tmp_path / "junk.log"
     path.write_bytes(bytes(range(256)) * 8)
+    _check_bad_input(path, "binary data (NUL bytes): not a text log")
+
+
+def test_cli_text_that_is_not_a_log(tmp_path: Path) -> None:
+    path = tmp_path / "notes.log"
+    path.write_text("shopping list\nmilk\n")
     _check_bad_input(path, "not a valgrind log: no line starts with '==PID=='")
 
 

@@ -20,9 +20,9 @@ from harness.judge.gate import Case, evaluate
 from harness.judge.patterns import Pattern, all_patterns
 from harness.paths import ROOT
 from harness.matrix import project_cases
-from harness.model import Outcome, Verdict
+from harness.model import DETECTORS, Outcome, Verdict
 from harness.report.terminal import finding_lines
-from harness.runner import DETECTORS, RunResult, run_case
+from harness.runner import RunResult, run_case
 
 PATTERNS = all_patterns()
 PAIRS = [p for p in PATTERNS if p.is_pair]

@@ -22,7 +22,8 @@ from harness.drive.launch import Server, Target, ValgrindOptions
 from harness.drive.scenario import load_scenario, parse_scenario
 from harness.judge.patterns import all_patterns
 from harness.model import Verdict
-from harness.runner import RunOptions, run_case
+from harness.options import RunOptions
+from harness.runner import run_case
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -88,7 +89,7 @@ def test_client_that_never_reads_cannot_grow_the_server(server, build_dir, tmp_p
     try:
         assert srv.wait_ready(10)
         played, _ = play(parse_scenario(DEAF, "deaf", "deaf"), "127.0.0.1", srv.port, lambda: None, 30)
-        peak = rss_kb(srv.proc.pid, "VmHWM")
+        peak = rss_kb(srv.pid, "VmHWM")
     finally:
         exit_info = srv.stop(signal.SIGTERM, 30)
     assert not played.failures, played.failures
@@ -117,7 +118,7 @@ def rss_per_phase(target: Target, tmp_path: Path) -> list[int]:
         for seed, count in enumerate(PHASES, start=1):
             played, _ = play(storm(count, seed), "127.0.0.1", srv.port, lambda: None, 10)
             assert not played.failures, played.failures
-            rss.append(rss_kb(srv.proc.pid))
+            rss.append(rss_kb(srv.pid))
     finally:
         exit_info = srv.stop(signal.SIGTERM, 30)
     assert exit_info.returncode == 0
@@ -156,7 +157,7 @@ def harness(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_server_that_floods_its_output(toy_server, tmp_path) -> None:
     proc = harness("run", "--cmd", f"{toy_server} flood {{port}}", "--scenario", "echo",
                    "--out", str(tmp_path), "--json", "-")
-    data = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    data = json.loads(proc.stdout)
     assert data["verdict"] == "clean", data["reasons"]
     assert Path(data["stdout"]).stat().st_size >= 4 * 65535
     assert Path(data["stderr"]).stat().st_size >= 4 * 65535
@@ -164,7 +165,7 @@ def test_server_that_floods_its_output(toy_server, tmp_path) -> None:
 
 def test_server_that_forks_leaves_nothing_behind(toy_server, tmp_path) -> None:
     proc = harness("run", "--cmd", f"{toy_server} fork {{port}}", "--out", str(tmp_path), "--json", "-")
-    data = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    data = json.loads(proc.stdout)
     # The child, killed with the group, never gets to write its summaries.
     assert data["verdict"] == "clean", data["reasons"]
     assert processes_running(f"{toy_server} fork") == []
@@ -173,7 +174,7 @@ def test_server_that_forks_leaves_nothing_behind(toy_server, tmp_path) -> None:
 def test_server_that_ignores_every_signal(toy_server, tmp_path) -> None:
     proc = harness("run", "--cmd", f"{toy_server} ignore-term {{port}}", "--stop-signal", "SIGINT",
                    "--out", str(tmp_path), "--json", "-", env={"HARNESS_TIMEOUT_MULTIPLIER": "0.1"})
-    data = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    data = json.loads(proc.stdout)
     assert data["verdict"] == "hang" and proc.returncode == 1
     assert data["hang"] and data["hang"][0]["stack"], "the hang says where it hangs"
     assert processes_running(f"{toy_server} ignore-term") == []

@@ -15,7 +15,8 @@ from harness.judge.gate import Case, evaluate
 from harness.judge.patterns import all_patterns, find_pattern
 from harness.matrix import project_cases, shard
 from harness.model import Outcome, Verdict
-from harness.runner import RunOptions, run_case
+from harness.options import RunOptions
+from harness.runner import run_case
 
 ROOT = Path(__file__).resolve().parent.parent
 # One worker runs this module: its fixtures run the demo once, the buggy matrix twice.

@@ -23,7 +23,7 @@ def harness(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
 
 def test_echo_server_is_clean(build_dir: Path, tmp_path: Path) -> None:
     proc = harness("run", "echo", "--json", "-", "--out", str(tmp_path))
-    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    data = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert data["verdict"] == "clean"
     assert data["fatal_signal"] is None
@@ -55,7 +55,7 @@ def test_leaking_program_is_leak_naming_the_allocating_function(toy_server: Path
 def test_null_function_call_is_crash_with_sigsegv_and_invalid_jump(toy_server: Path, tmp_path: Path) -> None:
     proc = harness("run", "--cmd", f"{toy_server} nullcall {{port}}", "--json", "-",
                    "--out", str(tmp_path))
-    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    data = json.loads(proc.stdout)
     assert proc.returncode == 1
     assert data["verdict"] == "crash"
     assert data["fatal_signal"] == "SIGSEGV"
@@ -67,7 +67,7 @@ def test_null_function_call_is_crash_with_sigsegv_and_invalid_jump(toy_server: P
 def test_server_ignoring_sigterm_is_hang_and_nothing_is_left(toy_server: Path, tmp_path: Path) -> None:
     proc = harness("run", "--cmd", f"{toy_server} ignore-term {{port}}", "--json", "-",
                    "--out", str(tmp_path), env={"HARNESS_TIMEOUT_MULTIPLIER": "0.1"})
-    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    data = json.loads(proc.stdout)
     assert proc.returncode == 1
     assert data["verdict"] == "hang"
     assert data["exit"]["hung"] is True and data["exit"]["returncode"] == -9
@@ -80,7 +80,7 @@ def test_death_by_the_stop_signal_is_not_a_crash(toy_server: Path, tmp_path: Pat
     its heap, not as a crash."""
     proc = harness("run", "--cmd", f"{toy_server} ignore-term {{port}}", "--stop-signal", "SIGUSR1",
                    "--json", "-", "--out", str(tmp_path))
-    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    data = json.loads(proc.stdout)
     assert data["fatal_signal"] == "SIGUSR1"
     assert data["verdict"] == "clean", data["reasons"]
     assert proc.returncode == 0

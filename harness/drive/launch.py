@@ -1,12 +1,19 @@
-"""Start a TCP server under valgrind, wait until it listens, stop it.
+"""Start a TCP server under valgrind, wait until it listens, stop it, and end
+every process it started.
 
-The server runs in its own process group with a clean environment (no
-VALGRIND_OPTS), valgrind's text log in a file of its own, stderr to a file and
-stdout through a pipe that a thread drains into a file (so the server never
-blocks on output nobody reads, and the readiness line is an event, not a
-guess).  Every process group started here is registered until it is reaped;
-`kill_all()` runs at interpreter exit and from the CLI's signal handlers, so no
-server outlives the harness.
+Each server runs under a keeper (drive/keeper.py), a small process of its
+own session that is a child subreaper: whatever the server forks, a daemon
+that calls setsid() included, stays below it.  The keeper's control pipe is
+held by this process only; when the harness exits or dies (SIGKILL
+included) the pipe reads end-of-file and the keeper kills the whole tree.
+The server gets a clean environment (no VALGRIND_OPTS), default signal
+dispositions, valgrind's text log in its run folder (with the gdbserver's
+FIFOs: --vgdb-prefix), stderr to a file and stdout through a pipe that a
+thread drains into a file (so it never blocks on output nobody reads, and
+the readiness line is an event).
+
+Readiness never touches the server: a readiness line, or a socket in LISTEN
+state on the expected port held by the server's process tree.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,11 +33,22 @@ from pathlib import Path
 
 from ..model import ExitInfo
 from ..timeouts import Deadline
+from . import proctree
+from .locks import NameLock, port_lock
 
 READY_LINE = re.compile(rb"listening on (?:127\.0\.0\.1|localhost):(\d+)")
 VALGRIND_ENV_DROP = ("VALGRIND_OPTS", "VALGRIND_LIB", "VALGRIND_LAUNCHER")
+KEEPER = Path(__file__).resolve().parent / "keeper.py"
+POLL = 0.01                 # readiness: look at the listening sockets this often
+TREE_POLL = 0.2             # ... and at what the whole tree listens on
+WRONG_PORT_GRACE = 0.5      # listening elsewhere this long: it ignores the port argument
+OUTPUT_LIMIT = 64 << 20     # bytes of stdout kept in the run folder; the rest is counted
+KEEPER_SECONDS = 15.0       # for the keeper to start the server, or to kill its tree
+# What a run leaves in its folder, removed before the next run uses it.
+RUN_FILES = ("valgrind.log", "valgrind.*.log", "stdout.txt", "stderr.txt", "hang.txt",
+             "asan.*", "ubsan.*", "vgdb-pipe*", "result.json")
 
-_live_groups: set[int] = set()
+_live: set["Server"] = set()
 _live_lock = threading.Lock()
 
 
@@ -61,18 +80,83 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def kill_all() -> None:
-    """SIGKILL every process group this module started and has not reaped."""
+    """End every server this process started and has not reaped: closing a
+    keeper's control pipe makes it kill its whole tree; wait for that."""
     with _live_lock:
-        groups = list(_live_groups)
-        _live_groups.clear()
-    for pgid in groups:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        servers = list(_live)
+        _live.clear()
+    for server in servers:
+        server._close_control()
+    for server in servers:
+        server._wait_keeper(KEEPER_SECONDS)
 
 
 atexit.register(kill_all)
+
+
+def serve_as_subreaper() -> None:
+    """Make this process a child subreaper: a keeper whose parent (a matrix
+    worker) died is adopted here, so `reap_orphans()` can wait for it to
+    finish killing its tree instead of leaving that to chance."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)   # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def reap_orphans(seconds: float) -> None:
+    """Wait (up to `seconds`) for the keepers this process adopted as a
+    subreaper (their parent, a matrix worker, died) to finish killing their
+    trees; then kill what is left of them."""
+    deadline = Deadline(seconds)
+    me = os.getpid()
+    for _ in range(100000):     # bounded: each round waits at most 5 ms
+        keepers = [st.pid for st in proctree.all_stats().values()
+                   if st.ppid == me and str(KEEPER) in proctree.command_line(st.pid, 10000)]
+        if not keepers:
+            return
+        for pid in keepers:
+            if deadline.expired():
+                for st in proctree.descendants(pid):
+                    _sigkill(st.pid)
+                _sigkill(pid)
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.005)   # no event announces the end of an adopted process
+
+
+def _sigkill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass(frozen=True)
+class ConfigTemplate:
+    """A file copied into the run folder as `name`, with {port} and {run_dir}
+    filled in; {config} in the command is the first one's path."""
+
+    source: Path
+    name: str
+
+
+def fill(text: str, port: int | None, run_dir: Path, config: Path | None) -> str:
+    """The placeholders of a command, an environment value or a template.
+    Only these exact words are replaced: a config file's own braces stay."""
+    if port is not None:
+        text = text.replace("{port}", str(port))
+    text = text.replace("{run_dir}", str(run_dir))
+    if config is not None:
+        text = text.replace("{config}", str(config))
+    return text
+
+
+def uses_port(texts: list[str]) -> bool:
+    return any("{port}" in t for t in texts)
 
 
 @dataclass
@@ -82,17 +166,24 @@ class ValgrindOptions:
     num_callers: int = 30
     extra: list[str] = field(default_factory=list)
     enabled: bool = True            # False: run the program natively
+    suppressions: list[str] = field(default_factory=list)
+    log_per_pid: bool = False       # --log-file=valgrind.%p.log (following children)
+    trace_children: bool = False
 
-    def argv(self, log_path: Path) -> list[str]:
+    def argv(self, run_dir: Path) -> list[str]:
         if not self.enabled:
             return []
-        args = ["valgrind", f"--tool={self.tool}", f"--log-file={log_path}",
+        log = run_dir / ("valgrind.%p.log" if self.log_per_pid else "valgrind.log")
+        args = ["valgrind", f"--tool={self.tool}", f"--log-file={log}",
                 f"--num-callers={self.num_callers}", "--error-markers=begin,end",
-                "--child-silent-after-fork=no"]
+                "--child-silent-after-fork=no", f"--vgdb-prefix={run_dir / 'vgdb-pipe'}"]
         if self.tool == "memcheck":
             args += ["--leak-check=full", "--show-leak-kinds=all"]
             if self.track_origins:
                 args.append("--track-origins=yes")
+        if self.trace_children:
+            args.append("--trace-children=yes")
+        args += [f"--suppressions={s}" for s in self.suppressions]
         return args + list(self.extra)
 
 
@@ -121,30 +212,9 @@ class Target:
             raise TargetError(f"--port {self.port}: expected 1..65535")
 
 
-def _wait_exit(proc: subprocess.Popen, seconds: float) -> bool:
-    """Wait for the process to exit, up to `seconds`; True if it did.  A
-    pidfd becomes readable the moment the process exits (no polling)."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        try:
-            proc.wait(timeout=seconds)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    try:
-        ready, _, _ = select.select([pidfd], [], [], seconds)
-    finally:
-        os.close(pidfd)
-    if not ready:
-        return False
-    proc.wait()
-    return True
-
-
 class _OutputDrain(threading.Thread):
-    """Copies the server's stdout pipe into a file and watches for the
-    readiness line."""
+    """Copies the server's stdout pipe into a file (the first OUTPUT_LIMIT
+    bytes; the rest is counted) and watches for the readiness line."""
 
     def __init__(self, pipe, path: Path) -> None:
         super().__init__(daemon=True)
@@ -152,155 +222,417 @@ class _OutputDrain(threading.Thread):
         self.path = path
         self.ready = threading.Event()
         self.port: int | None = None
-        self.closed = threading.Event()
+        self.total = 0
 
     def run(self) -> None:
         pending = b""
-        with open(self.path, "wb") as out:
+        try:
+            out = open(self.path, "wb")
+        except OSError:
+            out = None      # the run folder is gone: drain all the same
+        try:
             while chunk := self.pipe.read1(65536):
-                out.write(chunk)
-                out.flush()
+                if out is not None and self.total < OUTPUT_LIMIT:
+                    try:
+                        out.write(chunk[:OUTPUT_LIMIT - self.total])
+                        out.flush()
+                    except OSError:
+                        out = None
+                self.total += len(chunk)
                 if self.port is None:
                     pending = (pending + chunk)[-4096:]
                     m = READY_LINE.search(pending)
                     if m:
                         self.port = int(m.group(1))
                         self.ready.set()
-        self.pipe.close()
-        self.closed.set()
-        self.ready.set()
+        finally:
+            if out is not None:
+                out.close()
+            self.pipe.close()
+            self.ready.set()
 
 
 class Server:
-    """One server process under valgrind, from start to reaped."""
+    """One server, from start until every process of its tree is gone."""
 
     def __init__(self, target: Target, run_dir: Path, valgrind: ValgrindOptions,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None,
+                 templates: list[ConfigTemplate] | None = None) -> None:
         self.target = target
         self.extra_env = dict(extra_env or {})
+        self.templates = list(templates or [])
+        self.config_paths: list[Path] = []
         self.run_dir = run_dir
         self.valgrind = valgrind
         self.log_path = run_dir / "valgrind.log"
         self.stdout_path = run_dir / "stdout.txt"
         self.stderr_path = run_dir / "stderr.txt"
-        self.proc: subprocess.Popen | None = None
         self.port: int | None = None
-        self._drain: _OutputDrain | None = None
+        self.pid: int | None = None             # the server's first process
         self.exit: ExitInfo | None = None
-        self.on_hang = None   # called with self before a hung server is killed
+        self.on_hang = None     # called with self before a hung server is killed
+        self.not_ready: str | None = None       # why wait_ready() said no
+        self.daemonized = False                 # the first process left, its tree serves on
+        self.listener_pid: int | None = None
+        self.killed_after_exit = 0              # processes still there when the first one ended
+        self._keeper: subprocess.Popen | None = None
+        self._ctl: int | None = None
+        self._status: int | None = None
+        self._pending = b""
+        self._root_status: int | None = None    # wait status of the first process
+        self._empty = False                     # no process of the tree is left
+        self._keeper_gone = False
+        self._drain: _OutputDrain | None = None
+        self._port_lock: NameLock | None = None
 
     # -- start -------------------------------------------------------------
-    def _argv(self) -> list[str]:
-        argv = list(self.target.argv)
+    def _claim_port(self) -> None:
+        """A port no other case of any harness run uses meanwhile, checked
+        free before start."""
         if self.target.port_mode == "substitute":
-            self.port = free_port(self.target.host)
-            argv = [a.replace("{port}", str(self.port)) for a in argv]
-        elif self.target.port_mode == "fixed":
-            self.port = self.target.port
-        return self.valgrind.argv(self.log_path) + argv
+            for _ in range(100):
+                port = free_port(self.target.host)
+                lock = port_lock(port)
+                if lock.try_acquire():
+                    self.port, self._port_lock = port, lock
+                    return
+            raise TargetError("no free port found for '{port}' in 100 tries")
+        if self.target.port_mode == "fixed":
+            port = self.target.port
+            lock = port_lock(port)
+            if not lock.acquire(KEEPER_SECONDS):
+                raise TargetError(f"port {port}: another harness run uses it (cases that share a "
+                                  "fixed port run one at a time)")
+            taken = proctree.listeners(port)
+            if taken:
+                lock.release()
+                raise TargetError(f"port {port} is already taken: something listens on "
+                                  f"{taken[0].shown()} before the server started; stop it or "
+                                  "use '{port}' in the command")
+            self.port, self._port_lock = port, lock
+
+    def _render_templates(self) -> None:
+        port = self.port if self.target.port_mode == "substitute" else self.target.port
+        for template in self.templates:
+            try:
+                text = template.source.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise TargetError(f"--config-template {template.source}: cannot read: "
+                                  f"{getattr(exc, 'strerror', None) or exc}") from None
+            dest = self.run_dir / template.name
+            try:
+                dest.write_text(fill(text, port, self.run_dir, None), encoding="utf-8")
+            except OSError as exc:
+                raise TargetError(f"{dest}: cannot write: {exc.strerror}") from None
+            self.config_paths.append(dest)
+
+    def _fill(self, text: str) -> str:
+        port = self.port if self.target.port_mode == "substitute" else None
+        return fill(text, port, self.run_dir, self.config_paths[0] if self.config_paths else None)
+
+    def _argv(self) -> list[str]:
+        return self.valgrind.argv(self.run_dir) + [self._fill(a) for a in self.target.argv]
+
+    def _clear_run_dir(self) -> None:
+        for pattern in RUN_FILES:
+            for p in self.run_dir.glob(pattern):
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
 
     def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        stale = [self.log_path, self.stdout_path, self.stderr_path, self.run_dir / "hang.txt"]
-        stale += list(self.run_dir.glob("asan.*")) + list(self.run_dir.glob("ubsan.*"))
-        for p in stale:
-            p.unlink(missing_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TargetError(f"{self.run_dir}: cannot create the run folder: "
+                              f"{exc.strerror}") from None
+        self._clear_run_dir()
         env = {k: v for k, v in os.environ.items() if k not in VALGRIND_ENV_DROP}
         env.setdefault("LC_ALL", "C")
-        env.update(self.extra_env)
+        self._claim_port()
+        self._render_templates()
+        env.update({k: self._fill(v) for k, v in self.extra_env.items()})
         argv = self._argv()
-        with open(self.stderr_path, "wb") as err:
-            try:
-                self.proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                    cwd=self.target.cwd, env=env, start_new_session=True)
-            except OSError as exc:
-                raise TargetError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
+        ctl_r, self._ctl = os.pipe()
+        self._status, st_w = os.pipe()
+        # Registered before the keeper exists: an interrupt landing anywhere
+        # from here on finds the control pipe, and closing it ends the tree.
         with _live_lock:
-            _live_groups.add(self.proc.pid)
-        self._drain = _OutputDrain(self.proc.stdout, self.stdout_path)
+            _live.add(self)
+        try:
+            with open(self.stderr_path, "wb") as err:
+                self._keeper = subprocess.Popen(
+                    [sys.executable, "-S", "-E", "-s", str(KEEPER), str(ctl_r), str(st_w), "--",
+                     *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                    cwd=self.target.cwd, env=env, start_new_session=True, pass_fds=(ctl_r, st_w))
+        except OSError as exc:
+            self._forget()
+            raise TargetError(f"cannot start the server: {exc.strerror} "
+                              f"({exc.filename or self.run_dir})") from None
+        finally:
+            os.close(ctl_r)
+            os.close(st_w)
+        self._drain = _OutputDrain(self._keeper.stdout, self.stdout_path)
         self._drain.start()
+        deadline = Deadline(KEEPER_SECONDS)
+        while self.pid is None and not self._keeper_gone and not deadline.expired():
+            failure = self._events(deadline.left())
+            if failure:
+                self.kill()
+                raise TargetError(f"cannot start {argv[len(argv) - len(self.target.argv)]!r}: "
+                                  f"{failure}")
+        if self.pid is None:
+            self.kill()
+            raise TargetError("the harness's keeper process did not start the server")
 
+    # -- the keeper's reports ------------------------------------------------
+    def _events(self, timeout: float) -> str | None:
+        """Read what the keeper said (waiting up to `timeout` for the first
+        line); returns a start failure's message, if any."""
+        if self._status is None or self._keeper_gone:
+            return None
+        try:
+            ready, _, _ = select.select([self._status], [], [], max(0.0, timeout))
+        except InterruptedError:
+            return None
+        if not ready:
+            return None
+        chunk = os.read(self._status, 65536)
+        if not chunk:
+            self._keeper_gone = True
+            self._empty = True
+            return None
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        failure = None
+        for line in lines:
+            word, _, rest = line.decode(errors="replace").partition(" ")
+            if word == "started":
+                self.pid = int(rest)
+            elif word == "failed":
+                code, _, message = rest.partition(" ")
+                failure = message or os.strerror(int(code))
+            elif word == "exit":
+                pid, status = (int(x) for x in rest.split())
+                if pid == self.pid:
+                    self._root_status = status
+            elif word == "empty":
+                self._empty = True
+            elif word == "killed":
+                self.killed_after_exit = int(rest)
+            elif word == "error":
+                failure = f"keeper: {rest}"
+        return failure
+
+    @property
+    def exited(self) -> bool:
+        """The server's first process has ended."""
+        self._events(0)
+        return self._root_status is not None or self._keeper_gone
+
+    def returncode(self) -> int | None:
+        if self._root_status is None:
+            return None
+        return os.waitstatus_to_exitcode(self._root_status)
+
+    def tree(self) -> list[int]:
+        """The PIDs of every process of the server's tree now."""
+        if self._keeper is None or self._keeper_gone:
+            return []
+        return [st.pid for st in proctree.descendants(self._keeper.pid)]
+
+    # -- ready ---------------------------------------------------------------
     def wait_ready(self, seconds: float) -> bool:
-        """True once the server listens; False if it exited or the deadline
-        passed first."""
-        assert self.proc is not None and self._drain is not None
+        """True once the server listens; False (`not_ready` says why) if it
+        exited, listens elsewhere, or the deadline passed first."""
+        assert self._drain is not None
         deadline = Deadline(seconds)
-        if self.target.port_mode == "announce":
-            while not self._drain.ready.wait(min(0.1, deadline.left())):
-                if self.proc.poll() is not None or deadline.expired():
+        elsewhere_since: float | None = None
+        next_tree_look = 0.0
+        while True:
+            if self.target.port_mode == "announce":
+                if self._drain.port is not None:
+                    self.port = self._drain.port
+                    if not self.exited or self._daemon_listens():
+                        return True
+            elif self._listening():
+                return True
+            now = time.monotonic()
+            if now >= next_tree_look:
+                next_tree_look = now + TREE_POLL
+                other = self._listening_elsewhere()
+                elsewhere_since = (elsewhere_since or now) if other else None
+                if other and now - elsewhere_since >= WRONG_PORT_GRACE:
+                    self.not_ready = (f"listening on {other[0].shown()}, not on {self.port}: "
+                                      "does it ignore the port argument?")
                     return False
-            self.port = self._drain.port
-            return self.port is not None and self.proc.poll() is None
-        return self._wait_connectable(deadline)
-
-    def _wait_connectable(self, deadline: Deadline) -> bool:
-        assert self.proc is not None and self.port is not None
-        pause = 0.02
-        while not deadline.expired():
-            if self.proc.poll() is not None:
+            if self.exited and not self.tree():
+                self._drain.join(timeout=1)     # the readiness line may still be in the pipe
+                if self.target.port_mode == "announce" and self._drain.port is not None:
+                    self.port = self._drain.port
+                self.not_ready = "exited before it was listening"
                 return False
-            try:
-                with socket.create_connection((self.target.host, self.port),
-                                              timeout=max(0.05, min(1.0, deadline.left()))):
-                    return True
-            except OSError:
-                # Nothing listens yet: back off a little, bounded by the deadline.
-                time.sleep(min(pause, deadline.left()))
-                pause = min(pause * 2, 0.25)
+            if deadline.expired():
+                where = f"{self.target.host}:{self.port}" if self.port else "its announced port"
+                self.not_ready = f"did not start listening on {where} within {seconds:.0f}s"
+                return False
+            self._events(min(POLL, deadline.left()))
+
+    def _owned_listeners(self, found: list[proctree.Listener]) -> dict[int, int]:
+        tree = self.tree()
+        return proctree.owners(found, tree) if tree else {}
+
+    def _listening(self) -> bool:
+        found = [l for l in proctree.listeners(self.port) if _serves(l, self.target.host)]
+        if not found:
+            return False
+        owned = self._owned_listeners(found)
+        if not owned:
+            return False
+        self.listener_pid = next(iter(owned.values()))
+        self.daemonized = self.exited
+        return True
+
+    def _daemon_listens(self) -> bool:
+        if self.tree():
+            self.daemonized = True
+            return True
         return False
 
-    # -- stop --------------------------------------------------------------
+    def _listening_elsewhere(self) -> list[proctree.Listener]:
+        if self.port is None:
+            return []
+        found = [l for l in proctree.listeners() if l.port != self.port]
+        owned = self._owned_listeners(found)
+        return [l for l in found if l.inode in owned]
+
+    # -- stop ----------------------------------------------------------------
     def stop(self, sig: int, seconds: float) -> ExitInfo:
-        """Send `sig`, wait up to `seconds`, then SIGKILL the whole group."""
-        assert self.proc is not None
+        """Send `sig`, wait up to `seconds` for the server to end (its first
+        process; a daemonized tree: all of it), then kill what is left."""
         if self.exit is not None:
             return self.exit
-        early = self.proc.poll() is not None
+        early = self.exited and not self.daemonized
         sent: int | None = None
         hung = False
         started = time.monotonic()
         if not early:
-            try:
-                self.proc.send_signal(sig)
-                sent = sig
-            except ProcessLookupError:
-                pass
-            if not _wait_exit(self.proc, seconds):
+            self._command(f"signal {sig}")
+            sent = sig
+            deadline = Deadline(seconds)
+            while not self._stopped() and not deadline.expired():
+                self._events(deadline.left())
+            if not self._stopped():
                 hung = True
                 if self.on_hang is not None:
                     self.on_hang(self)
-        self._reap()
-        self.exit = ExitInfo(returncode=self.proc.returncode, stop_signal=sent,
-                             hung=hung, exited_early=early,
+        self._end_tree()
+        code = self.returncode()
+        self.exit = ExitInfo(returncode=code, stop_signal=sent, hung=hung, exited_early=early,
                              stop_seconds=round(time.monotonic() - started, 3))
         return self.exit
 
-    def kill(self) -> None:
-        """SIGKILL the group now (the harness is being interrupted)."""
-        if self.proc is not None and self.exit is None:
-            self._reap()
+    def _stopped(self) -> bool:
+        self._events(0)
+        if self.daemonized:
+            return self._empty
+        return self._root_status is not None or self._keeper_gone
 
-    def _reap(self) -> None:
-        assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait()
-        with _live_lock:
-            _live_groups.discard(self.proc.pid)
+    def hung_pid(self) -> int | None:
+        """The process to ask where it hangs: the first one, or for a
+        daemonized tree the one that listens."""
+        if self.daemonized:
+            return self.listener_pid
+        return self.pid
+
+    def kill(self) -> None:
+        """End the whole tree now (the harness is being interrupted)."""
+        if self._keeper is not None and self.exit is None:
+            self._end_tree()
+
+    def _end_tree(self) -> None:
+        self._command("kill")
+        self._close_control()
+        deadline = Deadline(KEEPER_SECONDS)
+        while not self._keeper_gone and not deadline.expired():
+            self._events(deadline.left())
+        self._wait_keeper(deadline.left())
+        self._forget()
         if self._drain is not None:
             self._drain.join(timeout=5)
 
+    def _command(self, line: str) -> None:
+        if self._ctl is None:
+            return
+        try:
+            os.write(self._ctl, (line + "\n").encode())
+        except OSError:
+            pass    # the keeper is gone already
+
+    def _close_control(self) -> None:
+        if self._ctl is not None:
+            try:
+                os.close(self._ctl)
+            except OSError:
+                pass
+            self._ctl = None
+
+    def _wait_keeper(self, seconds: float) -> None:
+        if self._keeper is None:
+            return
+        try:
+            self._keeper.wait(timeout=max(seconds, 0.01))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self._keeper.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self._keeper.wait()
+
+    def _forget(self) -> None:
+        with _live_lock:
+            _live.discard(self)
+        self._close_control()
+        if self._status is not None:
+            os.close(self._status)
+            self._status = None
+            self._keeper_gone = True
+        if self._port_lock is not None:
+            self._port_lock.release()
+            self._port_lock = None
+        for p in self.run_dir.glob("vgdb-pipe*"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+    # -- output ----------------------------------------------------------------
+    @property
+    def output_bytes(self) -> int:
+        return self._drain.total if self._drain else 0
+
     def output_tail(self, limit: int = 2000) -> str:
-        """The end of the server's stderr and stdout, for startup failures."""
+        """The end of the server's stderr and stdout, for startup failures
+        (read from the end: the files may be huge)."""
         parts = []
         for path in (self.stderr_path, self.stdout_path):
             try:
-                data = path.read_bytes()[-limit:].decode(errors="replace").strip()
+                with open(path, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    f.seek(max(0, f.tell() - limit))
+                    data = f.read(limit).decode(errors="replace").strip()
             except OSError:
                 continue
             if data:
                 parts.append(f"--- {path.name} ---\n{data}")
         return "\n".join(parts)
+
+
+def _serves(listener: proctree.Listener, host: str) -> bool:
+    """A listener on `host`, or on every address of its family."""
+    if listener.address in (host, "0.0.0.0", "::"):
+        return True
+    return host.startswith("127.") and listener.address == "::ffff:" + host
+
+

@@ -378,6 +378,8 @@ def load_scenario(ref: str, search_dir: Path = SCENARIO_DIR) -> Scenario:
         raise ScenarioError(source, "", "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(source, "", f"TOML syntax: {exc}") from None
+    except RecursionError:
+        raise ScenarioError(source, "", "nested too deeply to be a scenario") from None
     return parse_scenario(data, source, path.stem)
 
 

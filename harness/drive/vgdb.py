@@ -8,9 +8,10 @@ import subprocess
 from pathlib import Path
 
 
-def _vgdb(pid: int, command: str, seconds: float) -> str:
+def _vgdb(pid: int, prefix: Path, command: str, seconds: float) -> str:
     try:
-        proc = subprocess.run(["vgdb", f"--pid={pid}", *command.split()], capture_output=True,
+        proc = subprocess.run(["vgdb", f"--pid={pid}", f"--vgdb-prefix={prefix}", *command.split()],
+                              capture_output=True,
                               text=True, timeout=seconds, stdin=subprocess.DEVNULL)
         return proc.stdout + proc.stderr
     except subprocess.TimeoutExpired:
@@ -23,9 +24,13 @@ def collect(pid: int, run_dir: Path, seconds: float = 10.0) -> Path | None:
     """Ask the hung process's gdbserver for its threads and a leak check."""
     if shutil.which("vgdb") is None:
         return None
-    text = ("== v.info scheduler ==\n" + _vgdb(pid, "v.info scheduler", seconds)
+    prefix = run_dir / "vgdb-pipe"     # where the server's valgrind put its FIFOs
+    text = ("== v.info scheduler ==\n" + _vgdb(pid, prefix, "v.info scheduler", seconds)
             + "\n== leak_check full reachable any ==\n"
-            + _vgdb(pid, "leak_check full reachable any", seconds))
+            + _vgdb(pid, prefix, "leak_check full reachable any", seconds))
     path = run_dir / "hang.txt"
-    path.write_text(text)
+    try:
+        path.write_text(text)
+    except OSError:
+        return None
     return path

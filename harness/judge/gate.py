@@ -120,6 +120,10 @@ def load_baseline(path: Path) -> dict[str, str]:
         raise BaselineError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise BaselineError(f"{path}: TOML syntax: {exc}") from None
+    except UnicodeDecodeError:
+        raise BaselineError(f"{path}: not UTF-8 text") from None
+    except RecursionError:
+        raise BaselineError(f"{path}: nested too deeply to be a baseline") from None
     unknown = set(data) - {"accepted"}
     if unknown:
         raise BaselineError(f"{path}: unknown key {sorted(unknown)[0]!r} (expected [[accepted]] tables)")
@@ -177,6 +181,15 @@ def evaluate(case: Case, run: RunResult, baseline: dict[str, str]) -> CaseResult
     if run.verdict is Verdict.UNRESOLVED:
         return CaseResult(case, run, Outcome.UNRESOLVED, sigs, [], "; ".join(run.judgement.reasons))
     new = [s for s in sigs if s not in baseline]
+    broken = run.judgement.undecided
+    if broken:
+        # The run did not do what the scenario says: what it found is real,
+        # but a baseline cannot vouch for what it did not get to see.
+        outcome = Outcome.FAIL if new else Outcome.UNRESOLVED
+        return CaseResult(case, run, outcome, sigs, new,
+                          f"{run.verdict.label}, but the run is not complete: {'; '.join(broken[:2])}"
+                          + (f"; new: {', '.join(new[:3])}" if new else
+                             "; its findings are in the baseline, the rest is unknown"))
     if sigs and not new:
         return CaseResult(case, run, Outcome.KNOWN, sigs, [],
                           f"{run.verdict.label}, all {len(sigs)} finding(s) accepted in the baseline")

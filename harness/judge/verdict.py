@@ -66,6 +66,10 @@ class Judgement:
     reasons: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     fatal_signal: FatalSignal | None = None
+    # Why the run cannot be trusted whatever the verdict (a scenario step that
+    # failed, a server that ended early, a log cut short): a baseline never
+    # makes such a run `known`.
+    undecided: list[str] = field(default_factory=list)
 
 
 def signal_name(number: int) -> str:
@@ -87,10 +91,14 @@ def _fatal(log: ValgrindLog | None) -> FatalSignal | None:
 def judge(log: ValgrindLog | None, exit: ExitInfo | None, policy: LeakPolicy,
           ready: bool = True, parse_error: str | None = None,
           scenario_failures: list[str] | None = None,
-          require_exit_zero: bool = False) -> Judgement:
+          require_exit_zero: bool = False, not_ready: str | None = None,
+          daemonized: bool = False, exited_during_scenario: bool = False) -> Judgement:
     """One verdict for one run.  `log` is None when there is none to read
     (parse_error says why; no parse_error: a native run that has no log);
-    `exit` is None when judging a log alone."""
+    `exit` is None when judging a log alone.  `not_ready` says why a server
+    that never listened did not; `daemonized`: its first process exited and
+    a descendant served (not followed); `exited_during_scenario`: the server
+    ended before the scenario did, without being told to."""
     found: dict[Verdict, list[str]] = {}
 
     def add(verdict: Verdict, reason: str) -> None:
@@ -113,8 +121,13 @@ def judge(log: ValgrindLog | None, exit: ExitInfo | None, policy: LeakPolicy,
         add(Verdict.HANG, f"still running {exit.stop_seconds}s after {signal_name(stop_sig or 0)}; "
             "killed with SIGKILL")
     if not ready:
-        add(Verdict.STARTUP_FAILURE, "exited before it was listening" if exit and exit.exited_early
-            else "did not start listening before the deadline")
+        add(Verdict.STARTUP_FAILURE, not_ready or (
+            "exited before it was listening" if exit and exit.exited_early
+            else "did not start listening before the deadline"))
+    if daemonized:
+        add(Verdict.UNRESOLVED, "the server daemonized: its first process exited while a "
+            "descendant kept serving; run it in the foreground (nginx: daemon off;), or follow "
+            "its children (--follow-children)")
 
     findings = log.findings() if log else []
     errors = [f for f in findings if not f.is_leak]
@@ -147,10 +160,14 @@ def judge(log: ValgrindLog | None, exit: ExitInfo | None, policy: LeakPolicy,
             f"child process(es) {', '.join(map(str, cut))} did not finish (killed with the group)")
     for failure in scenario_failures or []:
         add(Verdict.UNRESOLVED, f"scenario: {failure}")
+    if exited_during_scenario and exit and not found.get(Verdict.CRASH):
+        status = "" if exit.returncode is None else f" with status {exit.returncode}"
+        add(Verdict.UNRESOLVED, f"the server exited{status} before the scenario ended")
     if require_exit_zero and exit and exit.returncode is not None and exit.returncode > 0 \
             and not found.get(Verdict.CRASH):
         add(Verdict.UNRESOLVED, f"exited with status {exit.returncode} after the stop signal")
 
     verdict = max(found, key=lambda v: v.rank) if found else Verdict.CLEAN
     reasons = [r for v in sorted(found, key=lambda v: -v.rank) for r in found[v]]
-    return Judgement(verdict=verdict, reasons=reasons, findings=findings, fatal_signal=fatal)
+    return Judgement(verdict=verdict, reasons=reasons, findings=findings, fatal_signal=fatal,
+                     undecided=list(found.get(Verdict.UNRESOLVED, [])))

@@ -79,6 +79,20 @@ def write_all(results: list[CaseResult], out_dir: Path, sarif: Path | None = Non
 
 
 # -- Markdown ------------------------------------------------------------------
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]|"})
+
+
+def md(text: object) -> str:
+    """Text as Markdown shows it literally: HTML and Markdown's own marks
+    escaped, one line (a table cell)."""
+    return html.escape(" ".join(str(text).split()), quote=False).translate(_MD_SPECIAL)
+
+
+def md_code(text: object) -> str:
+    """Text in a code span that nothing in it can break out of."""
+    return "<code>" + html.escape(" ".join(str(text).split())).replace("|", "&#124;") + "</code>"
+
+
 def markdown(results: list[CaseResult], data: dict) -> str:
     lines = ["# Leak-and-crash matrix", "",
              "**" + ("PASSED" if data["passed"] else "FAILED") + "**: " +
@@ -89,14 +103,14 @@ def markdown(results: list[CaseResult], data: dict) -> str:
         in_use = (f"{proc.heap.in_use.bytes:,} B in {proc.heap.in_use.blocks:,} blocks"
                   if proc and proc.heap.in_use else "-")
         errors = str(proc.errors.count) if proc and proc.errors else "-"
-        lines.append(f"| {r.case.id} | {r.outcome.label} | {r.run.verdict.label} | {in_use} | "
-                     f"{errors} | {r.message.replace('|', '/')} |")
+        lines.append(f"| {md(r.case.id)} | {r.outcome.label} | {r.run.verdict.label} | {in_use} | "
+                     f"{errors} | {md(r.message)} |")
     lines += ["", "## Which detector sees which bug", ""] + detector_markdown(data["detectors"])
     lines += ["", "## Findings by signature", ""]
     if not data["signatures"]:
         lines.append("None.")
     for sig, ids in data["signatures"].items():
-        lines.append(f"- `{sig}`: {', '.join(ids)}")
+        lines.append(f"- {md_code(sig)}: {md(', '.join(ids))}")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,11 @@
  *   never-listen sleeps without ever listening
  *   flood        writes megabytes to stdout and stderr, then serves as echo
  *   fork         forks a child that also stays alive, then serves as echo
+ *   daemon       daemonizes (fork, setsid, fork: the first process exits 0)
+ *                and the grandchild serves as echo
+ *   daemon-leak  the same, and the grandchild leaks one block at start
+ *   wrong-port   ignores PORT: listens on a port of its own choosing
+ *   flood-exit   writes 1 GiB to stdout, then exits 4 before listening
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -27,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop;
@@ -96,6 +102,26 @@ static void serve(int lfd, const sigset_t *waitmask) {
     close(clients[--nclients]);
 }
 
+/* The classic double fork: the caller's process exits, the grandchild is
+ * the daemon, in a session of its own. */
+static void daemonize(void) {
+  if (fork() > 0)
+    _exit(0);
+  setsid();
+  if (fork() > 0)
+    _exit(0);
+}
+
+static void flood_and_exit(void) {
+  static char chunk[1 << 20];
+  memset(chunk, 'F', sizeof(chunk));
+  for (int i = 0; i < 1024; i++)
+    if (fwrite(chunk, 1, sizeof(chunk), stdout) != sizeof(chunk))
+      break;
+  fflush(stdout);
+  exit(4);
+}
+
 static void flood(void) {
   static char chunk[65536];
   memset(chunk, 'f', sizeof(chunk) - 1);
@@ -138,6 +164,12 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(mode, "flood"))
     flood();
+  if (!strcmp(mode, "flood-exit"))
+    flood_and_exit();
+  if (!strncmp(mode, "daemon", 6))
+    daemonize();
+  if (!strcmp(mode, "daemon-leak"))
+    remember_line("daemon", 6);
   if (!strcmp(mode, "leak-once"))
     remember_line("started", 7);
   if (!strcmp(mode, "fork") && fork() == 0) {
@@ -149,7 +181,7 @@ int main(int argc, char **argv) {
   setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   memset(&addr, 0, sizeof(addr));
   addr.sin_family = AF_INET;
-  addr.sin_port = htons((unsigned short)atoi(argv[2]));
+  addr.sin_port = htons(!strcmp(mode, "wrong-port") ? 0 : (unsigned short)atoi(argv[2]));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, 64) < 0) {
     perror("toy_server: bind/listen");

@@ -1,0 +1,242 @@
+"""The keeper: one small process between the harness and each server.
+
+Run as a script (`python3 -S -E -s keeper.py CTL STATUS -- PROGRAM ARGS...`),
+it imports nothing of the harness.  It makes itself a child subreaper
+(prctl PR_SET_CHILD_SUBREAPER), so whatever the server forks stays its
+descendant, even a daemon that calls setsid() and whose parent exits.  It
+starts the server with every signal at its default disposition and an empty
+signal mask (a job started with `&` from a script ignores SIGINT, and exec
+would pass that on) and with PR_SET_PDEATHSIG (SIGKILL when the keeper dies).
+
+It reports on the STATUS pipe and obeys the CTL pipe, one line each:
+  keeper -> harness  'started PID' | 'failed ERRNO MESSAGE' | 'exit PID STATUS'
+                     (a wait status, for the server and for every orphan it
+                     reaps) | 'empty' (no process of the tree is left; it
+                     then exits) | 'killed N' | 'error TEXT'
+  harness -> keeper  'signal N' (to the server's first process; once that
+                     one is gone, to every process the keeper adopted) | 'kill'
+When the harness says 'kill', or when CTL reads end-of-file (the harness
+exited or was killed, even by SIGKILL: the kernel closes its end), the
+keeper SIGKILLs every process of the tree, reaps them and exits.
+"""
+import ctypes
+import errno
+import os
+import select
+import signal
+import sys
+import time
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+KILL_SECONDS = 10.0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def descendants(root: int) -> list:
+    """Every process below `root`, read from /proc (parent PIDs)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if fields and fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+class Keeper:
+    def __init__(self, ctl: int, status: int, argv: list) -> None:
+        self.ctl = ctl
+        self.status = status
+        self.argv = argv
+        self.root = None            # the server's first process, until reaped
+        self.pending = b""
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake = wake_r
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def say(self, line: str) -> None:
+        try:
+            os.write(self.status, (line + "\n").encode())
+        except OSError:
+            pass        # the harness is gone: CTL will read end-of-file
+
+    # -- the server ---------------------------------------------------------
+    def start(self) -> bool:
+        me = os.getpid()
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(err_r)
+                signal.set_wakeup_fd(-1)
+                for sig in signal.valid_signals():
+                    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                        try:
+                            signal.signal(sig, signal.SIG_DFL)
+                        except (OSError, ValueError):
+                            pass
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != me:
+                    os._exit(127)       # the keeper died in between
+                os.execvp(self.argv[0], self.argv)
+            except OSError as exc:
+                os.write(err_w, f"{exc.errno} {exc.strerror}".encode())
+            except BaseException as exc:    # noqa: BLE001 - report, never run on
+                os.write(err_w, f"0 {exc!r}".encode())
+            os._exit(127)
+        os.close(err_w)
+        failure = b""
+        while chunk := os.read(err_r, 4096):
+            failure += chunk
+        os.close(err_r)
+        if failure:
+            os.waitpid(pid, 0)
+            self.say("failed " + failure.decode(errors="replace"))
+            return False
+        self.root = pid
+        self.say(f"started {pid}")
+        return True
+
+    def reap(self) -> bool:
+        """Reap what has exited; False once no child is left."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if pid == 0:
+                return True
+            if pid == self.root:
+                self.root = None
+            self.say(f"exit {pid} {status}")
+
+    def signal(self, number: int) -> None:
+        targets = [self.root] if self.root is not None else [
+            p for p in descendants(os.getpid()) if _parent(p) == os.getpid()]
+        for pid in targets:
+            try:
+                os.kill(pid, number)
+            except OSError:
+                pass
+
+    def kill_tree(self) -> int:
+        """SIGKILL every descendant until none is left (a process may fork
+        while the others die: look again), within a deadline."""
+        killed = 0
+        end = time.monotonic() + KILL_SECONDS
+        while time.monotonic() < end:
+            tree = descendants(os.getpid())
+            if not tree:
+                break
+            for pid in tree:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except OSError:
+                    pass
+            if not self.reap():
+                continue
+            signal.sigtimedwait([signal.SIGCHLD], 0.02)
+        while self.reap():
+            if time.monotonic() >= end:
+                break
+            signal.sigtimedwait([signal.SIGCHLD], 0.02)
+        return killed
+
+    # -- the loop -------------------------------------------------------------
+    def commands(self) -> list | None:
+        """Complete lines from the harness; None at end-of-file."""
+        try:
+            chunk = os.read(self.ctl, 4096)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return None
+        self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        return [line.decode().split() for line in lines if line.strip()]
+
+    def run(self) -> int:
+        if not self.start():
+            return 1
+        while True:
+            try:
+                ready, _, _ = select.select([self.ctl, self.wake], [], [])
+            except InterruptedError:
+                continue
+            if self.wake in ready:
+                try:
+                    while os.read(self.wake, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                if not self.reap():
+                    self.say("empty")
+                    return 0
+            if self.ctl in ready:
+                words_list = self.commands()
+                if words_list is None:
+                    self.kill_tree()
+                    return 0
+                for words in words_list:
+                    if words[0] == "signal":
+                        self.signal(int(words[1]))
+                    elif words[0] == "kill":
+                        self.say(f"killed {self.kill_tree()}")
+                        return 0
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rfind(b")") + 2:].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def main() -> int:
+    ctl, status = int(sys.argv[1]), int(sys.argv[2])
+    argv = sys.argv[4:]
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP,
+                signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)      # only CTL rules the keeper
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    os.set_inheritable(ctl, False)
+    os.set_inheritable(status, False)
+    keeper = None
+    try:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        keeper = Keeper(ctl, status, argv)
+        code = keeper.run()
+    except BaseException as exc:    # noqa: BLE001 - the harness must hear of it
+        os.write(status, f"error {exc!r}\n".encode())
+        if keeper is not None:
+            keeper.kill_tree()
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
