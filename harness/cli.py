@@ -587,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ps = sub.add_parser("scenarios", help="list the named scenarios")
     ps.set_defaults(func=cmd_scenarios)
+
+    from .tools.bisect import add_parser as add_bisect_parser
+    add_bisect_parser(sub)
     return p
 
 
