@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..judge.frames import SourceIndex, best_stack, own_frames, signature
-from ..model import DETECTORS, Aux, Finding, Frame
+from ..model import Aux, Finding, Frame
+from ..options import add_run_options
 from ..paths import REPORTS, ROOT
 from ..timeouts import scaled
 
@@ -51,7 +52,11 @@ RUN_OPTIONS = (
     ("--scenario", True, False), ("--stop-signal", True, False),
     ("--leak-kinds", True, False), ("--track-origins", False, False),
     ("--native", False, False), ("--detector", True, False), ("--source-dir", True, True),
+    ("--suppressions", True, True), ("--valgrind-arg", True, True), ("--cwd", True, False),
+    ("--env", True, True), ("--config-template", True, True), ("--follow-children", False, False),
 )
+# Files a case reads: copied out of the repository before any checkout.
+COPIED = ("--scenario", "--suppressions", "--config-template")
 
 
 class BisectUsage(ValueError):
@@ -85,14 +90,10 @@ def add_parser(sub) -> None:
     pb.add_argument("--port", type=int, help="the fixed port of a --cmd server without {port}")
     pb.add_argument("--host", help="loopback address (default 127.0.0.1)")
     pb.add_argument("--scenario", help="a named scenario or a file (copied before any checkout)")
-    pb.add_argument("--stop-signal", help="override the scenario's stop signal")
-    pb.add_argument("--leak-kinds", help="as for run: definite,indirect,possible (default), "
-                                         "strict, all")
-    pb.add_argument("--track-origins", action="store_true", help="valgrind --track-origins=yes")
     pb.add_argument("--native", action="store_true", help="run without valgrind")
-    pb.add_argument("--detector", choices=DETECTORS, help="memcheck (default), asan, helgrind, drd")
     pb.add_argument("--source-dir", action="append", default=[],
                     help="where the server's sources are (for its own frames)")
+    add_run_options(pb)
     pb.add_argument("--step", metavar="STATE", help=argparse.SUPPRESS)
     pb.set_defaults(func=cmd_bisect)
 
@@ -172,6 +173,10 @@ def _run_args(args: argparse.Namespace, repo: Path, source_dirs: list[str]) -> l
             value = source_dirs
         if flag == "--scenario" and value:
             value = _scenario_ref(value, repo)
+        elif flag in ("--suppressions", "--config-template"):
+            value = [_file_ref(flag, v, repo) for v in value]
+        elif flag == "--cwd" and value:
+            value = str((repo / value).resolve())
         if not takes_value:
             out += [flag] if value else []
         elif repeatable:
@@ -180,6 +185,17 @@ def _run_args(args: argparse.Namespace, repo: Path, source_dirs: list[str]) -> l
         elif value is not None:
             out += [flag, str(value)]
     return out
+
+
+def _file_ref(flag: str, spec: str, repo: Path) -> str:
+    """An absolute path (a --config-template keeps its ':NAME')."""
+    src, sep, name = spec.rpartition(":") if flag == "--config-template" else ("", "", spec)
+    if not sep:
+        src, name = spec, ""
+    path = repo / src
+    if not path.is_file():
+        raise BisectUsage(f"{flag} {spec}: no such file")
+    return str(path.resolve()) + (f":{name}" if name else "")
 
 
 def _scenario_ref(ref: str, repo: Path) -> str:
@@ -503,12 +519,15 @@ class Bisect:
         self.state_dir = Path(tempfile.mkdtemp(prefix=".bisect-state-", dir=out))
         self.plan.state = str(self.state_dir)
         args = self.plan.run_args
-        if "--scenario" in args:
-            i = args.index("--scenario") + 1
-            if Path(args[i]).is_absolute():
-                copy = self.state_dir / Path(args[i]).name
-                shutil.copyfile(args[i], copy)
-                args[i] = str(copy)
+        for i, flag in enumerate(args[:-1]):
+            if flag in COPIED:
+                src, sep, name = args[i + 1].rpartition(":") if flag == "--config-template" \
+                    else ("", "", args[i + 1])
+                src = src if sep else args[i + 1]
+                if Path(src).is_absolute():
+                    copy = Path(tempfile.mkdtemp(prefix="file-", dir=self.state_dir)) / Path(src).name
+                    shutil.copyfile(src, copy)
+                    args[i + 1] = str(copy) + (f":{name}" if sep else "")
 
     def checkout(self, rev: str) -> None:
         git(self.plan.repo, "checkout", "-q", "--detach", rev)
