@@ -205,6 +205,7 @@ def resolve_target(args: argparse.Namespace):
             raise UsageError(f"--cmd: {exc}") from None
         if not argv:
             raise UsageError("--cmd: empty command")
+        check_program(argv[0], args.cwd)
         templates = [Path(t.rpartition(":")[0] or t) for t in args.config_template]
         texts = argv + list(args.env)
         for path in templates:
@@ -236,6 +237,27 @@ def resolve_target(args: argparse.Namespace):
                          f"{' SANITIZE=address' if 'asan' in binary.parts else ''}' first")
     return Target(argv=[str(binary), "--port", "0"], port_mode="announce", host=args.host,
                   name=f"{pattern.name}-{variant}"), pattern, variant
+
+
+def check_program(program: str, cwd: str | None) -> None:
+    """The server's program exists and can be run (found on PATH when its
+    name has no '/', else relative to --cwd), before anything starts."""
+    import shutil
+    shown = program if len(program) <= 80 else program[:77] + "..."
+    if "/" not in program:
+        if shutil.which(program) is None:
+            raise UsageError(f"--cmd: cannot start {shown!r}: not found on PATH")
+        return
+    path = Path(cwd or ".") / program
+    try:
+        found = path.is_file()
+        runnable = found and os.access(path, os.X_OK)
+    except OSError as exc:
+        raise UsageError(f"--cmd: cannot start {shown!r}: {exc.strerror}") from None
+    if not found:
+        raise UsageError(f"--cmd: cannot start {shown!r}: no such file")
+    if not runnable:
+        raise UsageError(f"--cmd: cannot start {shown!r}: not executable")
 
 
 def run_options(args: argparse.Namespace, pattern, native: bool = False):

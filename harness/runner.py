@@ -9,12 +9,13 @@ from pathlib import Path
 
 from .drive import vgdb
 from .drive.clients import PlayResult, play
-from .drive.launch import Server, Target, TargetError, ValgrindOptions
+from .drive.launch import OUTPUT_LIMIT, Server, Target, TargetError, ValgrindOptions
 from .drive.locks import NameLock, dir_lock
 from .drive.scenario import Scenario
 from .judge.verdict import Judgement, LeakPolicy, judge
 from .logs import hangs
 from .logs.asanlog import read_asan_logs
+from .logs.source import log_lines
 from .logs.vglog import LogParseError, ValgrindLog, parse_lines
 from .model import DETECTORS, ExitInfo, Verdict
 from .options import RunOptions
@@ -42,6 +43,8 @@ class RunResult:
     detector: str = "memcheck"
     hang_threads: list[hangs.ThreadStack] = field(default_factory=list)
     harness_error: str | None = None    # the run's own files could not be kept (exit status 2)
+    started_at: float = 0.0             # wall clock (seconds since the epoch)
+    log_paths: list[Path] = field(default_factory=list)     # every log, log_path first
 
     @property
     def verdict(self) -> Verdict:
@@ -70,7 +73,9 @@ class RunResult:
             "notes": self.play.notes,
             "command": self.argv,
             "seconds": round(self.seconds, 3),
+            "started_at": round(self.started_at, 3),
             "log": str(self.log_path) if self.log_path.exists() else None,
+            "logs": [str(p) for p in self.log_paths if p.exists()],
             "stdout": str(self.stdout_path),
             "stderr": str(self.stderr_path),
             "processes": len(self.log.processes) if self.log else 0,
@@ -89,11 +94,10 @@ def read_logs(paths: list[Path]) -> tuple[ValgrindLog | None, str | None]:
     processes = []
     for path in paths:
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                processes += parse_lines(f).processes
+            processes += parse_lines(log_lines(path)).processes
         except FileNotFoundError:
             return None, f"valgrind wrote no log at {path}"
-        except LogParseError as exc:
+        except (LogParseError, ValueError, RecursionError) as exc:
             return None, f"{path}: {exc}"
         except OSError as exc:
             return None, f"{path}: cannot read: {exc.strerror}"
@@ -132,13 +136,17 @@ def detector_setup(options: RunOptions, run_dir: Path) -> tuple[ValgrindOptions,
     return options.valgrind(), env
 
 
-def detector_log_path(options: RunOptions, server: Server) -> Path:
-    """Where the detector's own report is: valgrind's log, or the first
-    sanitizer report (the server's stderr when there is none)."""
+def detector_log_paths(options: RunOptions, server: Server) -> list[Path]:
+    """Where the detector's own reports are: valgrind's log (one per PID when
+    following children, the first process's first), or the sanitizers'
+    reports (the server's stderr when there is none)."""
     if options.detector == "asan":
         reports = sorted(server.run_dir.glob("asan.*")) + sorted(server.run_dir.glob("ubsan.*"))
-        return reports[0] if reports else server.stderr_path
-    return server.log_path
+        return reports or [server.stderr_path]
+    if options.follow_children:
+        first = server.run_dir / f"valgrind.{server.pid}.log"
+        return [first] + [p for p in sorted(server.run_dir.glob("valgrind.*.log")) if p != first]
+    return [server.log_path]
 
 
 def read_detector_log(options: RunOptions, valgrind: ValgrindOptions,
@@ -172,17 +180,19 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
                      cwd=options.cwd or target.cwd)
 
     started = time.monotonic()
+    started_at = time.time()
     run_dir, dir_claim = claim_run_dir(run_dir)
     try:
-        return _run_claimed(target, scenario, run_dir, options, policy, ready_s, step_s, stop_s,
-                            started)
+        result = _run_claimed(target, scenario, run_dir, options, policy, ready_s, step_s,
+                              stop_s, started, started_at)
+        return result
     finally:
         dir_claim.release()
 
 
 def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: RunOptions,
                  policy: LeakPolicy, ready_s: float, step_s: float, stop_s: float,
-                 started: float) -> RunResult:
+                 started: float, started_at: float) -> RunResult:
     stop_signal = options.stop_signal or scenario.settings.stop_signal
     valgrind, env = detector_setup(options, run_dir)
     server = Server(target, run_dir, valgrind, env, options.config_templates)
@@ -197,7 +207,7 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
         if ready:
             played, player = play(scenario, target.host, server.port,
                                   lambda: server.stop(stop_signal, stop_s), step_s)
-        exited_during = ready and not played.stopped and server.exited and not server.daemonized
+        exited_during = ready and not played.stopped and server.exited and not server.tree()
         exit_info = server.stop(stop_signal, stop_s)
     finally:
         if player is not None:
@@ -218,10 +228,14 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
         name=target.name or Path(target.argv[0]).name, scenario=scenario.name,
         argv=list(target.argv), run_dir=run_dir, judgement=judgement, log=log,
         exit=exit_info, ready=ready, port=server.port, play=played,
-        seconds=time.monotonic() - started, log_path=detector_log_path(options, server),
+        seconds=time.monotonic() - started, log_path=detector_log_paths(options, server)[0],
+        log_paths=detector_log_paths(options, server),
         stdout_path=server.stdout_path, stderr_path=server.stderr_path,
         leak_policy=policy.describe(), detector=options.detector, hang_threads=threads,
-        startup_output="" if ready else server.output_tail())
+        startup_output="" if ready else server.output_tail(), started_at=started_at)
+    if server.output_bytes > OUTPUT_LIMIT:
+        played.notes.append(f"the server wrote {server.output_bytes:,} bytes to stdout; the first "
+                            f"{OUTPUT_LIMIT >> 20} MiB are kept in {server.stdout_path.name}")
     if not run_dir.is_dir():
         result.harness_error = f"{run_dir}: the run folder was deleted during the run"
         return result

@@ -24,6 +24,8 @@ SIOCOUTQ = termios.TIOCOUTQ
 SIOCINQ = termios.FIONREAD
 _LINGER_RST = struct.pack("ii", 1, 0)
 _TCP_TIME_WAIT = "06"       # the st column of /proc/net/tcp
+SEND_PIECE = 1 << 20        # a send is written in pieces of at most this
+ECHO_LIMIT = 64 << 20       # bytes kept per connection to check an echo
 
 
 class StepFailed(Exception):
@@ -45,6 +47,17 @@ def generated(size: int, line_length: int) -> bytes:
     body = bytes(ord("a") + i % 26 for i in range(line_length - 1)) + b"\n"
     reps = size // line_length + 1
     return (body * reps)[:size]
+
+
+def generated_blocks(size: int, line_length: int):
+    """generated(size, line_length), in blocks of about SEND_PIECE bytes that
+    start on a line boundary (the content repeats every line)."""
+    step = max(SEND_PIECE // max(line_length, 1), 1) * max(line_length, 1)
+    block = generated(min(step, size), line_length)
+    left = size
+    while left > 0:
+        yield block if left >= len(block) else block[:left]
+        left -= len(block)
 
 
 def kernel_queues(server_port: int, client_port: int, v6: bool = False) -> tuple[int, int] | None:
@@ -71,10 +84,20 @@ class Conn:
         self.name = name
         self.sock = sock
         self.unchecked = bytearray()    # sent since the last expect (for echo)
+        self.unchecked_dropped = 0      # ... past ECHO_LIMIT: not kept, echo cannot be checked
         self.sent = 0
         self.received = 0
         self.closed = False
         self.buffer = bytearray()       # read but not yet consumed by an expect
+
+    def remember(self, piece: bytes) -> None:
+        room = ECHO_LIMIT - len(self.unchecked)
+        self.unchecked += piece[:max(room, 0)]
+        self.unchecked_dropped += max(len(piece) - max(room, 0), 0)
+
+    def forget(self) -> None:
+        self.unchecked.clear()
+        self.unchecked_dropped = 0
 
     @property
     def client_port(self) -> int:
@@ -184,24 +207,29 @@ class Player:
                 sock = self._connect(step.get("rcvbuf"), self._timeout(step))
                 self.conns[member] = Conn(member, sock)
 
-    def _do_send(self, step: Step) -> None:
-        if step.get("text") is not None:
-            data = step.get("text").encode()
-        elif step.get("hex") is not None:
-            data = bytes.fromhex(step.get("hex"))
-        else:
-            data = generated(step.get("size"), step.get("line_length"))
-        data = data * step.get("repeat")
+    def _pieces(self, step: Step):
+        """What a send step writes, one write at a time: generated lines are
+        made a block at a time, so a send of any size streams."""
         chunk = step.get("chunk")
+        if step.get("text") is not None:
+            blocks = [step.get("text").encode()]
+        elif step.get("hex") is not None:
+            blocks = [bytes.fromhex(step.get("hex"))]
+        else:
+            blocks = None
+        for _ in range(step.get("repeat")):
+            for block in blocks or generated_blocks(step.get("size"), step.get("line_length")):
+                if chunk == "all":
+                    yield from (block[i:i + SEND_PIECE] for i in range(0, len(block), SEND_PIECE))
+                elif chunk == "line":
+                    yield from block.splitlines(keepends=True)
+                else:
+                    yield from (block[i:i + 1] for i in range(len(block)))
+
+    def _do_send(self, step: Step) -> None:
         for conn in self._targets(step):
             deadline = Deadline(self._timeout(step))
-            if chunk == "all":
-                pieces = [data]
-            elif chunk == "line":
-                pieces = data.splitlines(keepends=True)
-            else:
-                pieces = [data[i:i + 1] for i in range(len(data))]
-            for piece in pieces:
+            for piece in self._pieces(step):
                 if deadline.expired():
                     raise StepFailed(f"{conn.name}: send did not finish within "
                                      f"{self._timeout(step):g}s ({conn.sent} bytes sent)")
@@ -212,7 +240,7 @@ class Player:
                     raise StepFailed(f"{conn.name}: the server stopped taking data "
                                      f"({conn.sent} bytes sent)") from None
                 conn.sent += len(piece)
-                conn.unchecked += piece
+                conn.remember(piece)
 
     def _read_exact(self, conn: Conn, size: int, deadline: Deadline, what: str) -> bytes:
         while len(conn.buffer) < size:
@@ -247,6 +275,10 @@ class Player:
                 self._read_exact(conn, step.get("size"), deadline, "expecting bytes")
             else:
                 if step.get("echo"):
+                    if conn.unchecked_dropped:
+                        raise StepFailed(f"{conn.name}: {conn.sent:,} bytes sent since the last "
+                                         f"expect, more than {ECHO_LIMIT >> 20} MiB: their echo "
+                                         "is not kept to compare; expect `size` instead")
                     want = bytes(conn.unchecked)
                 elif step.get("text") is not None:
                     want = step.get("text").encode()
@@ -257,7 +289,7 @@ class Player:
                     at = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
                     raise StepFailed(f"{conn.name}: reply differs at byte {at}: "
                                      f"got {got[at:at + 16]!r}, expected {want[at:at + 16]!r}")
-            conn.unchecked.clear()
+            conn.forget()
 
     def _do_stall(self, step: Step) -> None:
         for conn in self._targets(step):

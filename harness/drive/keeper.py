@@ -14,7 +14,7 @@ It reports on the STATUS pipe and obeys the CTL pipe, one line each:
                      reaps) | 'empty' (no process of the tree is left; it
                      then exits) | 'killed N' | 'error TEXT'
   harness -> keeper  'signal N' (to the server's first process; once that
-                     one is gone, to every process the keeper adopted) | 'kill'
+                     one is gone, to every process of the tree) | 'kill'
 When the harness says 'kill', or when CTL reads end-of-file (the harness
 exited or was killed, even by SIGKILL: the kernel closes its end), the
 keeper SIGKILLs every process of the tree, reaps them and exits.
@@ -132,8 +132,10 @@ class Keeper:
             self.say(f"exit {pid} {status}")
 
     def signal(self, number: int) -> None:
-        targets = [self.root] if self.root is not None else [
-            p for p in descendants(os.getpid()) if _parent(p) == os.getpid()]
+        """The server's first process, or, once it is gone (a daemon), every
+        process of the tree: a daemon's intermediate process may still be
+        exiting, and the daemon not yet adopted here."""
+        targets = [self.root] if self.root is not None else descendants(os.getpid())
         for pid in targets:
             try:
                 os.kill(pid, number)
@@ -205,15 +207,6 @@ class Keeper:
                     elif words[0] == "kill":
                         self.say(f"killed {self.kill_tree()}")
                         return 0
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rfind(b")") + 2:].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
 
 
 def main() -> int:

@@ -513,6 +513,8 @@ class Server:
         process; a daemonized tree: all of it), then kill what is left."""
         if self.exit is not None:
             return self.exit
+        if self.exited and not self.daemonized and self.tree():
+            self.daemonized = True      # the first process left, a descendant stayed
         early = self.exited and not self.daemonized
         sent: int | None = None
         hung = False

@@ -25,6 +25,7 @@ from .launch import TargetError, check_loopback
 
 MAX_PAUSE = 10.0
 MAX_TIMEOUT = 600.0
+MAX_SEND = 4 << 30       # bytes one send step may write in all
 ENDINGS = ("close", "reset", "half_close", "stall_reset", "idle")
 
 
@@ -325,6 +326,11 @@ def _check_step_rules(source: str, where: str, do: str, args: dict[str, Any],
             _check_hex(source, where, args["hex"])
         if "line_length" in args and "size" not in args:
             raise ScenarioError(source, where, "key 'line_length': only goes with 'size'")
+        unit = args.get("size") or len(args.get("text", "").encode()) or len(args.get("hex", "")) // 2
+        total = unit * args.get("repeat", 1)
+        if total > MAX_SEND:
+            raise ScenarioError(source, where, f"keys 'repeat' and '{present[0]}': {total:,} bytes "
+                                f"in one step, more than the limit of {MAX_SEND >> 30} GiB")
     if do == "expect":
         present = [k for k in ("echo", "text", "hex", "size", "line") if args.get(k) not in (None, False)]
         if len(present) != 1:

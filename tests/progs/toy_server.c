@@ -21,6 +21,10 @@
  *   daemon-leak  the same, and the grandchild leaks one block at start
  *   wrong-port   ignores PORT: listens on a port of its own choosing
  *   flood-exit   writes 1 GiB to stdout, then exits 4 before listening
+ *   invalid-read reads a freed block when a client sends a line "READ"
+ *   leak-quit    as leak, and exits (0) after echoing a line "QUIT"
+ *   escapes      writes terminal control sequences to stderr, exits 5
+ * At a clean exit it says on stderr how many connections it accepted.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -37,6 +41,7 @@
 
 static volatile sig_atomic_t stop;
 static const char *mode;
+static int accepted;
 
 struct kept { struct kept *next; char line[]; };
 
@@ -67,6 +72,16 @@ static int serve_chunk(int fd) {
     remember_line(buf, (size_t)n);
   if (!strcmp(mode, "nullcall"))
     handler(buf, (size_t)n);
+  if (!strcmp(mode, "invalid-read") && n >= 4 && !memcmp(buf, "READ", 4)) {
+    char *gone = malloc(16);
+    free(gone);
+    buf[0] = gone[0]; /* use after free: memcheck's InvalidRead */
+    buf[0] = 'R';
+  }
+  if (!strcmp(mode, "leak-quit"))
+    remember_line(buf, (size_t)n);
+  if (!strcmp(mode, "leak-quit") && n >= 4 && !memcmp(buf, "QUIT", 4))
+    stop = 1;
   return write(fd, buf, (size_t)n) < 0 ? -1 : 0;
 }
 
@@ -92,6 +107,7 @@ static void serve(int lfd, const sigset_t *waitmask) {
     }
     if (pfds[0].revents & POLLIN) {
       int fd = accept(lfd, NULL, NULL);
+      accepted += fd >= 0;
       if (fd >= 0 && nclients < MAX_CLIENTS)
         clients[nclients++] = fd;
       else if (fd >= 0)
@@ -166,6 +182,10 @@ int main(int argc, char **argv) {
     flood();
   if (!strcmp(mode, "flood-exit"))
     flood_and_exit();
+  if (!strcmp(mode, "escapes")) {
+    fprintf(stderr, "\033[31mred\033[0m \a bell \033]0;title\007\n");
+    return 5;
+  }
   if (!strncmp(mode, "daemon", 6))
     daemonize();
   if (!strcmp(mode, "daemon-leak"))
@@ -191,5 +211,6 @@ int main(int argc, char **argv) {
   fprintf(stderr, "toy_server: %s mode on port %d\n", mode, ntohs(addr.sin_port));
   serve(lfd, &waitmask);
   close(lfd);
+  fprintf(stderr, "toy_server: %d connections accepted\n", accepted);
   return 0;
 }
