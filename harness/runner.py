@@ -206,7 +206,7 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
         ready = server.wait_ready(ready_s)
         if ready:
             played, player = play(scenario, target.host, server.port,
-                                  lambda: server.stop(stop_signal, stop_s), step_s)
+                                  lambda: server.stop(stop_signal, stop_s), step_s, server)
         exited_during = ready and not played.stopped and server.exited and not server.tree()
         exit_info = server.stop(stop_signal, stop_s)
     finally:

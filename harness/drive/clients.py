@@ -128,9 +128,13 @@ def _discard_received(sock: socket.socket) -> None:
 
 
 class Player:
+    """Plays a scenario.  `server`, when given, is what the player may ask of
+    the server without touching it (drive.launch.Server: `cpu_ticks()`)."""
+
     def __init__(self, scenario: Scenario, host: str, port: int,
-                 stop_server: Callable[[], None], step_timeout: float) -> None:
+                 stop_server: Callable[[], None], step_timeout: float, server=None) -> None:
         self.scenario = scenario
+        self.server = server
         self.host = host
         self.port = port
         self.stop_server = stop_server
@@ -653,6 +657,6 @@ class Fuzz:
 
 
 def play(scenario: Scenario, host: str, port: int, stop_server: Callable[[], None],
-         step_timeout: float) -> tuple[PlayResult, Player]:
-    player = Player(scenario, host, port, stop_server, step_timeout)
+         step_timeout: float, server=None) -> tuple[PlayResult, Player]:
+    player = Player(scenario, host, port, stop_server, step_timeout, server)
     return player.play(), player

@@ -442,6 +442,15 @@ class Server:
             return []
         return [st.pid for st in proctree.descendants(self._keeper.pid)]
 
+    def cpu_ticks(self) -> int | None:
+        """CPU time (clock ticks, user + system) the tree's live processes
+        have used; None once the tree is gone.  A server that is still
+        reacting (freeing a session, flushing a log) keeps this growing."""
+        if self._keeper is None or self._keeper_gone:
+            return None
+        tree = proctree.descendants(self._keeper.pid)
+        return sum(st.cpu_ticks for st in tree) if tree else None
+
     # -- ready ---------------------------------------------------------------
     def wait_ready(self, seconds: float) -> bool:
         """True once the server listens; False (`not_ready` says why) if it
