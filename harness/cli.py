@@ -140,7 +140,7 @@ def _scenario_ref(ref: str) -> str:
 
 # -- parse ---------------------------------------------------------------------------
 def cmd_parse(args: argparse.Namespace) -> int:
-    from .judge.frames import SourceIndex
+    from .judge.frames import Program
     from .judge.verdict import LeakPolicy, judge
     from .logs.source import log_lines, read_head
     from .logs.vglog import LogParseError, parse_lines
@@ -181,7 +181,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
         "findings": [f.to_json() for f in judgement.findings], "leak_kinds": policy.describe(),
     }
     out = human(args)
-    index = SourceIndex.scan([Path(d) for d in args.source_dir] or [path.parent, Path.cwd()])
+    exes = [p.command.split()[0] for p in log.processes if p.command]
+    index = Program.of([e for e in exes if Path(e).exists()],
+                       [Path(d) for d in args.source_dir] or [path.parent, Path.cwd()])
     print(f"{path}: {judgement.verdict.label}", file=out)
     for line in judgement.reasons + fatal_lines(log, index) + finding_lines(log, index) \
             + process_lines(log.main):
@@ -294,7 +296,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from .drive.scenario import DEFAULT, ScenarioError, load_scenario
-    from .judge.frames import SourceIndex
     from .runner import run_case
 
     target, pattern, variant = resolve_target(args)
@@ -307,9 +308,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_base = writable_dir("--out", Path(args.out) if args.out else REPORTS / "runs")
     writable_file("--json", args.json)
     out = human(args)
-    roots = [pattern.directory, pattern.directory.parent / "common"] if pattern else \
-        [Path(target.argv[0]).resolve().parent, Path.cwd()]
-    index = SourceIndex.scan([Path(d) for d in args.source_dir] or roots)
+    if pattern:
+        options.source_dirs = [str(pattern.directory), str(pattern.directory.parent / "common")]
+    if args.source_dir:
+        options.source_dirs = list(args.source_dir)
     if args.load:
         return _run_load(args, target, scenario, options, out_base, out)
     results = []
@@ -318,7 +320,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run_case(target, scenario, run_dir, options)
         results.append(result)
         if args.repeat == 1:
-            print_result(result, index, out)
+            print_result(result, result.program, out)
         else:
             print(f"[{i + 1}/{args.repeat}] {result.verdict.label} ({result.seconds:.1f}s)"
                   f" {'; '.join(result.judgement.reasons[:1])}", file=out, flush=True)
@@ -500,10 +502,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     out_dir = _check_gate_outputs(args)
     baseline = _baseline(args)
-    roots = [Path(d) for d in args.source_dir] or [Path(target.argv[0]).resolve().parent, Path.cwd()]
+    options.source_dirs = list(args.source_dir) or None
     ids = unique_ids([f"{target.name}-{Path(ref).stem}" for ref in scenarios])
     cases = [Case(id=case_id, target=target, scenario=ref, expect=Expectation(Verdict.CLEAN),
-                  source_roots=roots, options=options)
+                  options=options)
              for case_id, ref in zip(ids, scenarios)]
     from .matrix import run_cases
     results = run_cases(cases, out_dir, args.jobs, baseline, _progress(human(args)))

@@ -54,7 +54,8 @@ def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | N
                 for scenario in scenarios:
                     cases.append(Case(id=f"{pattern.name}-{variant}-{scenario}{suffix}", target=target,
                                       scenario=scenario, expect=expect, variant=variant,
-                                      pattern=pattern, source_roots=roots, options=options))
+                                      pattern=pattern,
+                                      options=replace(options, source_dirs=[str(r) for r in roots])))
     return cases
 
 

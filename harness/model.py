@@ -65,6 +65,7 @@ class Frame:
     file: str | None = None
     line: int | None = None
     obj: str | None = None
+    addr: int | None = None         # the instruction's address in the process
 
     def to_json(self) -> dict:
         return {"fn": self.fn, "file": self.file, "line": self.line, "obj": self.obj}

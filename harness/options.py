@@ -61,6 +61,10 @@ class RunOptions:
     follow_children: bool = False           # a daemonized tree is judged, not refused
     deadlines: Deadlines = field(default_factory=Deadlines)
     require_exit_zero: bool = False
+    # Where the server's sources are: to quote its lines, and to tell its own
+    # frames where no object is known.  None: the program's folder and the
+    # working directory.
+    source_dirs: list[str] | None = None
 
     def valgrind(self, tool: str | None = None) -> ValgrindOptions:
         return ValgrindOptions(tool=tool or self.detector, track_origins=self.track_origins,

@@ -36,11 +36,11 @@ from pathlib import Path
 import pytest
 
 from .drive.launch import Server, Target
-from .judge.frames import SourceIndex, best_stack, own_frames
+from .judge.frames import Program, annotate_log, best_stack, shown_frames
 from .judge.verdict import Judgement, judge
 from .model import Verdict
 from .options import USER_LEAK_KINDS, RunOptions, make_options
-from .runner import detector_setup, read_detector_log
+from .runner import detector_setup, program_of, read_detector_log
 from .timeouts import Deadlines
 
 SERVERS_KEY = pytest.StashKey[list]()
@@ -66,14 +66,16 @@ class ServerUnderTest:
     server: Server
     options: RunOptions
     stop_signal: int
-    sources: list[Path]
     judgement: Judgement | None = None
+    program: Program | None = None
 
     def stop(self) -> Judgement:
         """Stop and judge now (idempotent); the plugin does it after the test."""
         if self.judgement is None:
             exit_info = self.server.stop(self.stop_signal, Deadlines().scaled().stop)
             log, error = read_detector_log(self.options, self.server.valgrind, self.server)
+            annotate_log(log, self.server.maps)
+            self.program = program_of(self.server.target, log, self.options)
             self.judgement = judge(log, exit_info, self.options.leak_policy, parse_error=error,
                                    daemonized=self.server.daemonized
                                    and not self.options.follow_children)
@@ -81,7 +83,7 @@ class ServerUnderTest:
 
     def failure_text(self) -> str:
         j = self.stop()
-        index = SourceIndex.scan(self.sources)
+        index = self.program
         tool = "valgrind" if self.options.detector == "memcheck" else self.options.detector
         lines = [f"{' '.join(self.server.target.argv)} under {tool}: {j.verdict.label}"]
         lines += [f"  {r}" for r in j.reasons]
@@ -92,7 +94,7 @@ class ServerUnderTest:
             shown.add(finding.kind)
             amount = f" ({finding.bytes:,} bytes in {finding.blocks} blocks)" if finding.bytes else ""
             lines.append(f"  {finding.kind}{amount}: {finding.what}")
-            frames = own_frames(best_stack(finding), index, 3) or best_stack(finding)[:3]
+            frames = shown_frames(best_stack(finding), index, 3)
             lines += [f"      at {f.where()}" for f in frames]
         lines.append(f"  log: {self.log_path}")
         return "\n".join(lines)
@@ -120,6 +122,7 @@ def valgrind_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
             valgrind_args=list(config.getoption("valgrind_arg")) + list(valgrind_args or []),
             cwd=cwd, env=env or {}, config_template=config_template,
             follow_children=follow_children)
+        options.source_dirs = list(source_dirs) if source_dirs else None
         mode = "fixed" if port is not None else "substitute"
         target = Target(argv=argv, port_mode=mode, port=port, cwd=options.cwd)
         run_dir = tmp_path_factory.mktemp(f"valgrind-server-{len(started) + 1}-")
@@ -127,9 +130,7 @@ def valgrind_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
         server = Server(target, run_dir, valgrind, run_env, options.config_templates)
         sut = ServerUnderTest(host=target.host, port=0, log_path=server.log_path,
                               stderr_path=server.stderr_path, run_dir=run_dir, server=server,
-                              options=options, stop_signal=options.stop_signal,
-                              sources=[Path(d) for d in source_dirs or []] or
-                              [Path(argv[0]).resolve().parent, Path.cwd()])
+                              options=options, stop_signal=options.stop_signal)
         started.append(sut)
         server.start()
         if not server.wait_ready(ready_timeout or Deadlines().scaled().ready):

@@ -3,6 +3,7 @@ parse the log, judge.  Writes result.json next to the log and the output."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from .drive.clients import PlayResult, play
 from .drive.launch import OUTPUT_LIMIT, Server, Target, TargetError, ValgrindOptions
 from .drive.locks import NameLock, dir_lock
 from .drive.scenario import Scenario
+from .judge.frames import Program, annotate_log, frame_key, own_frames, signature
 from .judge.verdict import Judgement, LeakPolicy, judge
 from .logs import hangs
 from .logs.asanlog import read_asan_logs
@@ -45,10 +47,36 @@ class RunResult:
     harness_error: str | None = None    # the run's own files could not be kept (exit status 2)
     started_at: float = 0.0             # wall clock (seconds since the epoch)
     log_paths: list[Path] = field(default_factory=list)     # every log, log_path first
+    program: Program = field(default_factory=Program)      # what is the server's own code
 
     @property
     def verdict(self) -> Verdict:
         return self.judgement.verdict
+
+    def counted(self) -> list:
+        """The findings that count under the run's leak kinds."""
+        policy = LeakPolicy.parse(self.leak_policy)
+        return [f for f in self.judgement.findings if policy.counts(f.kind)]
+
+    def signatures(self) -> list[str]:
+        """Address- and PID-free keys for everything the run found, most
+        severe first: the verdict's own (crash, hang, startup-failure), then
+        memory errors, then the leaks its leak kinds count."""
+        out: list[str] = []
+        fatal = self.judgement.fatal_signal
+        if fatal and self.verdict is Verdict.CRASH:
+            frames = own_frames(fatal.stack, self.program, 1) or \
+                [f for f in fatal.stack if f.fn != "???"][:1]
+            out.append(f"crash {fatal.name} " + " ".join(frame_key(f) for f in frames))
+        elif self.verdict is Verdict.CRASH and self.exit and self.exit.returncode:
+            out.append(f"crash signal {-self.exit.returncode}")
+        if self.verdict in (Verdict.HANG, Verdict.STARTUP_FAILURE):
+            out.append(self.verdict.label)
+        for finding in sorted(self.counted(), key=lambda f: f.is_leak):
+            sig = signature(finding, self.program)
+            if sig not in out:
+                out.append(sig)
+        return out
 
     def to_json(self) -> dict:
         proc = self.log.main if self.log else None
@@ -62,7 +90,9 @@ class RunResult:
             "fatal": self.judgement.fatal_signal.to_json() if self.judgement.fatal_signal else None,
             "errors": proc.errors.to_json() if proc and proc.errors else None,
             "heap": heap,
-            "findings": [f.to_json() for f in self.judgement.findings],
+            "findings": [dict(f.to_json(), signature=signature(f, self.program))
+                         for f in self.judgement.findings],
+            "signatures": self.signatures(),
             "exit": None if self.exit is None else {
                 "returncode": self.exit.returncode, "hung": self.exit.hung,
                 "exited_early": self.exit.exited_early, "stop_seconds": self.exit.stop_seconds},
@@ -104,6 +134,41 @@ def read_logs(paths: list[Path]) -> tuple[ValgrindLog | None, str | None]:
     if not processes:
         return None, f"valgrind wrote no log in {paths[0].parent if paths else '?'}"
     return ValgrindLog(processes=processes), None
+
+
+def program_of(target: Target, log: ValgrindLog | None, options: RunOptions) -> Program:
+    """The server's own code: its executable, every process's (a child it
+    ran), and the source folders (default: the program's folder and the
+    working directory)."""
+    exes = [resolve_program(target.argv[0], target.cwd)]
+    for proc in log.processes if log else []:
+        if proc.command:
+            exes.append(resolve_program(proc.command.split()[0], target.cwd))
+    exes = [e for e in exes if e]
+    roots = [Path(d) for d in options.source_dirs] if options.source_dirs is not None else \
+        [Path(exes[0]).parent if exes else Path.cwd(), Path.cwd()]
+    return Program.of(exes, roots)
+
+
+def resolve_program(name: str, cwd: str | None) -> str | None:
+    if "/" not in name:
+        return shutil.which(name)
+    path = Path(cwd or ".") / name
+    return str(path.resolve()) if path.exists() else None
+
+
+def debug_info_note(objects: list[str]) -> str:
+    names = ", ".join(objects)
+    return (f"{names}: no debug information, so frames show no file and line (and findings "
+            "are signed by object and offset): build with -g, or install the -dbgsym package "
+            "of a Debian program")
+
+
+def _write_quietly(path: Path, text: str) -> None:
+    try:
+        path.write_text(text + "\n")
+    except OSError:
+        pass    # the run folder is gone: the result says so
 
 
 def claim_run_dir(path: Path) -> tuple[Path, NameLock]:
@@ -214,6 +279,8 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
             player.close_all()
         server.kill()
     log, parse_error = read_detector_log(options, valgrind, server)
+    annotate_log(log, server.maps)
+    program = program_of(target, log, options)
     judgement = judge(log, exit_info, policy, ready=ready, parse_error=parse_error,
                       scenario_failures=played.failures,
                       require_exit_zero=options.require_exit_zero, not_ready=server.not_ready,
@@ -232,7 +299,13 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
         log_paths=detector_log_paths(options, server),
         stdout_path=server.stdout_path, stderr_path=server.stderr_path,
         leak_policy=policy.describe(), detector=options.detector, hang_threads=threads,
-        startup_output="" if ready else server.output_tail(), started_at=started_at)
+        startup_output="" if ready else server.output_tail(), started_at=started_at,
+        program=program)
+    missing = program.missing_debug_info(judgement.findings)
+    if missing:
+        played.notes.append(debug_info_note(missing))
+    if server.maps:
+        _write_quietly(run_dir / "maps.json", json.dumps(server.maps, indent=1))
     if server.output_bytes > OUTPUT_LIMIT:
         played.notes.append(f"the server wrote {server.output_bytes:,} bytes to stdout; the first "
                             f"{OUTPUT_LIMIT >> 20} MiB are kept in {server.stdout_path.name}")

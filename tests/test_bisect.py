@@ -261,40 +261,6 @@ def test_bisect_interrupted_puts_the_repository_back(toy_repo, tmp_path: Path) -
 
 
 # -- the answers, without valgrind ---------------------------------------------------
-@pytest.mark.parametrize("log", sorted(p.name for p in (ROOT / "tests" / "inputs").glob("*.log")
-                                       if not p.name.startswith(("asan", "lsan", "helgrind", "drd"))))
-@pytest.mark.parametrize("kinds", ["strict", "definite,indirect,possible"])
-def test_signatures_from_the_run_json_are_the_gates(log: str, kinds: str) -> None:
-    """What a step reads (the `run` JSON) gives the signatures the gate
-    computes from the run itself."""
-    from harness.drive.clients import PlayResult
-    from harness.judge.frames import SourceIndex
-    from harness.judge.gate import run_signatures
-    from harness.judge.verdict import LeakPolicy, judge
-    from harness.model import ExitInfo
-    from harness.runner import RunResult
-    from harness.tools.bisect import json_signatures
-
-    path = ROOT / "tests" / "inputs" / log
-    parsed = parse_log(path)
-    fatal = parsed.main.fatal_signal
-    exit_info = ExitInfo(returncode=-fatal.number if fatal else 0, stop_signal=signal.SIGTERM)
-    policy = LeakPolicy.parse(kinds)
-    run = RunResult(name="x", scenario="s", argv=["x"], run_dir=path.parent,
-                    judgement=judge(parsed, exit_info, policy), log=parsed, exit=exit_info,
-                    ready=True, port=1, play=PlayResult(), seconds=0.0, log_path=path,
-                    stdout_path=path, stderr_path=path, leak_policy=policy.describe())
-    index = SourceIndex.scan([ROOT / "tests" / "progs"])
-    data = json.loads(json.dumps(run.to_json()))
-    assert sorted(json_signatures(data, index)) == run_signatures(run, index)
-
-
-def parse_log(path: Path):
-    from harness.logs.vglog import parse_lines
-    with path.open(encoding="utf-8", errors="replace") as f:
-        return parse_lines(f)
-
-
 @pytest.mark.parametrize("verdict, signatures, answer", [
     ("leak", ["Leak_DefinitelyLost a@t.c"], "bad"),
     ("leak", ["Leak_DefinitelyLost b@t.c"], "good"),         # another finding

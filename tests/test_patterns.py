@@ -15,10 +15,8 @@ import signal
 import pytest
 
 from harness.drive.scenario import load_scenario, named_scenarios
-from harness.judge.frames import SourceIndex
 from harness.judge.gate import Case, evaluate
 from harness.judge.patterns import Pattern, all_patterns
-from harness.paths import ROOT
 from harness.matrix import project_cases
 from harness.model import DETECTORS, Outcome, Verdict
 from harness.report.terminal import finding_lines
@@ -33,7 +31,7 @@ class ExpectedFinding(AssertionError):
 
 
 def _story(result: RunResult, pattern: Pattern | None) -> str:
-    index = SourceIndex.scan([ROOT / "servers"])
+    index = result.program
     lines = [f"{result.name} under {result.scenario}: {result.verdict.label}"]
     lines += result.judgement.reasons
     if result.log:

@@ -202,7 +202,7 @@ def test_buggy_variant_that_stops_reproducing_fails_the_gate(build_dir, tmp_path
     target = Target(argv=[str(pattern.binary("fixed")), "--port", "0"], name="double_delete-buggy")
     case = Case(id="double_delete-buggy-stall-reset", target=target, scenario=pattern.trigger,
                 expect=pattern.expectation("buggy"), variant="buggy", pattern=pattern,
-                source_roots=[pattern.directory], options=RunOptions(require_exit_zero=True))
+                options=RunOptions(require_exit_zero=True, source_dirs=[str(pattern.directory)]))
     run = run_case(target, load_scenario(pattern.trigger), tmp_path / "x", case.options)
     result = evaluate(case, run, {})
     assert result.outcome is Outcome.XPASS and result.outcome.fails
@@ -215,7 +215,8 @@ def test_finding_in_a_fixed_variant_fails_the_gate(build_dir, tmp_path) -> None:
     target = Target(argv=[str(pattern.binary("buggy")), "--port", "0"], name="fire_and_forget-fixed")
     case = Case(id="fire_and_forget-fixed-sessions-at-stop", target=target, scenario="sessions-at-stop",
                 expect=pattern.expectation("fixed"), variant="fixed", pattern=pattern,
-                source_roots=[pattern.directory, ROOT / "servers" / "common"])
+                options=RunOptions(source_dirs=[str(pattern.directory),
+                                                str(ROOT / "servers" / "common")]))
     run = run_case(target, load_scenario("sessions-at-stop"), tmp_path / "x", case.options)
     result = evaluate(case, run, {})
     assert run.verdict is Verdict.LEAK

@@ -20,7 +20,6 @@ exited or was killed, even by SIGKILL: the kernel closes its end), the
 keeper SIGKILLs every process of the tree, reaps them and exits.
 """
 import ctypes
-import errno
 import os
 import select
 import signal

@@ -284,6 +284,7 @@ class Server:
         self._keeper_gone = False
         self._drain: _OutputDrain | None = None
         self._port_lock: NameLock | None = None
+        self.maps: dict[int, str] = {}          # pid -> its file-backed mappings (/proc/PID/maps)
 
     # -- start -------------------------------------------------------------
     def _claim_port(self) -> None:
@@ -451,8 +452,27 @@ class Server:
         tree = proctree.descendants(self._keeper.pid)
         return sum(st.cpu_ticks for st in tree) if tree else None
 
+    def snapshot_maps(self) -> None:
+        """Keep every live process's file-backed mappings (which object each
+        address belongs to: the program's own frames, and a stripped
+        binary's offsets, are told from them)."""
+        for pid in self.tree():
+            try:
+                text = Path(f"/proc/{pid}/maps").read_text()
+            except OSError:
+                continue
+            lines = [line for line in text.splitlines() if " /" in line]
+            if lines:
+                self.maps[pid] = "\n".join(lines) + "\n"
+
     # -- ready ---------------------------------------------------------------
     def wait_ready(self, seconds: float) -> bool:
+        ready = self._wait_ready(seconds)
+        if ready:
+            self.snapshot_maps()
+        return ready
+
+    def _wait_ready(self, seconds: float) -> bool:
         """True once the server listens; False (`not_ready` says why) if it
         exited, listens elsewhere, or the deadline passed first."""
         assert self._drain is not None
@@ -528,6 +548,7 @@ class Server:
         sent: int | None = None
         hung = False
         started = time.monotonic()
+        self.snapshot_maps()
         if not early:
             self._command(f"signal {sig}")
             sent = sig

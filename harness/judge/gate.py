@@ -17,7 +17,7 @@ from typing import Iterable
 from ..drive.launch import Target
 from ..model import Outcome, Verdict
 from ..runner import RunOptions, RunResult
-from .frames import SourceIndex, best_stack, own_frames, signature
+from .frames import best_stack, own_frames
 from .patterns import Expectation, Pattern
 
 
@@ -32,7 +32,6 @@ class Case:
     expect: Expectation | None
     variant: str = "main"
     pattern: Pattern | None = None
-    source_roots: list[Path] = field(default_factory=list)
     options: RunOptions = field(default_factory=RunOptions)
 
 
@@ -58,34 +57,6 @@ class CaseResult:
                      "expected_kind": expect.kind if expect else None, "signatures": self.signatures,
                      "new_signatures": self.new_signatures, "message": self.message})
         return data
-
-
-# -- signatures ---------------------------------------------------------------
-def run_signatures(run: RunResult, index: SourceIndex) -> list[str]:
-    """Address- and PID-free keys for everything a run found."""
-    sigs = {signature(f, index) for f in run.judgement.findings
-            if not f.is_leak or _leak_counts(run, f.kind)}
-    fatal = run.judgement.fatal_signal
-    if fatal and run.verdict is Verdict.CRASH:
-        frames = own_frames(fatal.stack, index, 1) or [f for f in fatal.stack if f.fn != "???"][:1]
-        sigs.add(f"crash {fatal.name} " + " ".join(f"{f.fn}@{Path(f.file).name}" if f.file else f.fn
-                                                   for f in frames))
-    elif run.verdict is Verdict.CRASH and run.exit and run.exit.returncode:
-        sigs.add(f"crash signal {-run.exit.returncode}")
-    if run.verdict is Verdict.HANG:
-        sigs.add("hang")
-    if run.verdict is Verdict.STARTUP_FAILURE:
-        sigs.add("startup-failure")
-    return sorted(sigs)
-
-
-_KIND_WORD = {"Leak_DefinitelyLost": "definite", "Leak_IndirectlyLost": "indirect",
-              "Leak_PossiblyLost": "possible", "Leak_StillReachable": "reachable"}
-
-
-def _leak_counts(run: RunResult, kind: str) -> bool:
-    words = run.leak_policy.split(",")
-    return run.leak_policy in ("strict", "all") or _KIND_WORD.get(kind) in words
 
 
 def points_at(run: RunResult, expect: Expectation) -> bool:
@@ -158,8 +129,7 @@ def baseline_text(results: Iterable["CaseResult"]) -> str:
 
 # -- evaluation ---------------------------------------------------------------
 def evaluate(case: Case, run: RunResult, baseline: dict[str, str]) -> CaseResult:
-    index = SourceIndex.scan(case.source_roots)
-    sigs = run_signatures(run, index)
+    sigs = sorted(run.signatures())
     expect = case.expect
     if expect is None:
         caught = run.verdict not in (Verdict.CLEAN, Verdict.UNRESOLVED)
@@ -200,10 +170,10 @@ def evaluate(case: Case, run: RunResult, baseline: dict[str, str]) -> CaseResult
 
 
 def first_own_frames(result: CaseResult, limit: int = 3) -> list[str]:
-    index = SourceIndex.scan(result.case.source_roots)
+    program = result.run.program
     out = []
     for finding in result.run.judgement.findings:
-        frames = own_frames(best_stack(finding), index, limit)
+        frames = own_frames(best_stack(finding), program, limit)
         if frames:
             out.append(f"{finding.kind}: " + " < ".join(f.where() for f in frames))
     return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model import DETECTORS, Verdict
-from ..paths import ASAN_BUILD_DIR, BUILD_DIR, ROOT, SERVERS_DIR
+from ..paths import ASAN_BUILD_DIR, BUILD_DIR, SERVERS_DIR
 
 
 _PATTERN_KEYS = {"pattern", "title", "seed", "seed_story", "mechanism", "trigger", "client",

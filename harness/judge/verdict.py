@@ -41,6 +41,12 @@ class LeakPolicy:
                              f"'strict', 'all' or some of {', '.join(LEAK_KINDS)}")
         return cls(frozenset(words), strict=False)
 
+    def counts(self, kind: str) -> bool:
+        """A finding of this kind fails the run (every error kind does)."""
+        if not kind.startswith("Leak_"):
+            return True
+        return any(LEAK_KINDS[k] == kind for k in self.kinds)
+
     def describe(self) -> str:
         if self.strict:
             return "strict"

@@ -9,7 +9,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from ..judge.frames import SourceIndex, best_stack, own_frames, quote_line
+from ..judge.frames import best_stack, own_frames, quote_line
 from ..judge.gate import CaseResult
 from ..model import DETECTORS, Finding, Outcome, Verdict
 from .terminal import heap_lines
@@ -169,7 +169,7 @@ def _link(path: Path, line: int | None, out_dir: Path) -> str:
     return f'<a href="{_e(rel)}">{_e(path.name)}:{line}</a>' if line else f'<a href="{_e(rel)}">{_e(path.name)}</a>'
 
 
-def _finding_html(finding: Finding, index: SourceIndex, out_dir: Path) -> str:
+def _finding_html(finding: Finding, index, out_dir: Path) -> str:
     parts = [f"<div><b>{_e(finding.kind)}</b>: {_e(finding.what)}"]
     stacks = [("", best_stack(finding))] + [(a.what, a.stack) for a in finding.aux[:2]]
     for title, stack in stacks:
@@ -188,7 +188,7 @@ def _finding_html(finding: Finding, index: SourceIndex, out_dir: Path) -> str:
 
 
 def _variant_html(r: CaseResult, out_dir: Path) -> str:
-    index = SourceIndex.scan(r.case.source_roots)
+    index = r.run.program
     run = r.run
     out = [f'<div class="variant"><h3>{_e(r.case.variant)} · {_e(r.detector)} · '
            f'<span class="verdict {run.verdict.label}">'
@@ -278,7 +278,7 @@ def sarif_log(results: list[CaseResult]) -> dict:
     for r in results:
         if r.outcome is Outcome.XFAIL:
             continue
-        index = SourceIndex.scan(r.case.source_roots)
+        index = r.run.program
         for finding in r.run.judgement.findings:
             frames = own_frames(best_stack(finding), index, 1)
             rules.setdefault(finding.kind, {"id": finding.kind, "name": finding.kind})

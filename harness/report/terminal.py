@@ -3,7 +3,7 @@ that matter (headline, top frames in the program's own code, HEAP SUMMARY),
 and where the full log and the server's output are."""
 from __future__ import annotations
 
-from ..judge.frames import SourceIndex, best_stack, own_frames, signature
+from ..judge.frames import best_stack, own_frames, shown_frames, signature
 from ..logs.vglog import ProcessLog, ValgrindLog
 from ..model import HeapSummary
 
@@ -35,7 +35,7 @@ def process_lines(proc: ProcessLog) -> list[str]:
     return heap_lines(proc.heap, proc.errors)
 
 
-def finding_lines(log: ValgrindLog, index: SourceIndex, per_kind: int = 1,
+def finding_lines(log: ValgrindLog, index, per_kind: int = 1,
                   frames: int = 3) -> list[str]:
     """The first record of each finding kind: headline, top own frames, and
     the first auxiliary part (where the block was freed or allocated)."""
@@ -47,7 +47,7 @@ def finding_lines(log: ValgrindLog, index: SourceIndex, per_kind: int = 1,
             continue
         shown[finding.kind] = shown.get(finding.kind, 0) + 1
         out.append(f"{finding.kind}: {finding.what}")
-        stack = own_frames(best_stack(finding), index, frames) or best_stack(finding)[:frames]
+        stack = shown_frames(best_stack(finding), index, frames)
         out.extend(f"    at {f.where()}" for f in stack)
         for aux in finding.aux[:2]:
             top = own_frames(aux.stack, index, 2)
@@ -58,7 +58,7 @@ def finding_lines(log: ValgrindLog, index: SourceIndex, per_kind: int = 1,
     return out
 
 
-def fatal_lines(log: ValgrindLog, index: SourceIndex) -> list[str]:
+def fatal_lines(log: ValgrindLog, index) -> list[str]:
     for proc in log.processes:
         sig = proc.fatal_signal
         if sig:
@@ -71,5 +71,5 @@ def fatal_lines(log: ValgrindLog, index: SourceIndex) -> list[str]:
     return []
 
 
-def signatures(log: ValgrindLog, index: SourceIndex) -> list[str]:
+def signatures(log: ValgrindLog, index) -> list[str]:
     return sorted({signature(f, index) for f in log.findings()})

@@ -32,8 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..judge.frames import SourceIndex, best_stack, own_frames, signature
-from ..model import Aux, Finding, Frame
+from ..model import Frame
 from ..options import add_run_options
 from ..paths import REPORTS, ROOT
 from ..timeouts import scaled
@@ -118,7 +117,6 @@ class Plan:
     build: str
     build_timeout: float
     run_args: list[str]        # `run` options, paths made absolute
-    source_roots: list[str]
     out: str
     state: str = ""            # folder of the step's state (under out)
     target: str = ""           # the signature bisected, found at --bad
@@ -156,13 +154,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
                           "choose a folder outside it")
     source_dirs = [str((repo / d).resolve()) for d in args.source_dir]
     try:
-        argv0 = (shlex.split(args.cmd) or [""])[0]
+        shlex.split(args.cmd)
     except ValueError as exc:
         raise BisectUsage(f"--cmd: {exc}") from None
-    roots = source_dirs or [str(repo), str((repo / argv0).resolve().parent)]
     return Plan(repo=str(repo), top=str(top), good=args.good, bad=args.bad, build=args.build,
                 build_timeout=args.build_timeout, run_args=_run_args(args, repo, source_dirs),
-                source_roots=roots, out=str(out), target=args.signature or "")
+                out=str(out), target=args.signature or "")
 
 
 def _run_args(args: argparse.Namespace, repo: Path, source_dirs: list[str]) -> list[str]:
@@ -344,7 +341,7 @@ def _run(plan: Plan, folder: Path, record: Record) -> None:
                       f"no result (exit {status}): " + _tail(folder / "run.txt"))
         return
     record.verdict = data.get("verdict", "unresolved")
-    record.signatures = json_signatures(data, SourceIndex.scan(Path(r) for r in plan.source_roots))
+    record.signatures = list(data.get("signatures") or [])
     record.answer, record.why = classify(record.verdict, record.signatures, plan.target)
     if record.answer == SKIP and data.get("reasons"):
         record.why = str(data["reasons"][0])[:120]
@@ -383,62 +380,19 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " / ".join(text[-lines:])
 
 
-# -- signatures from a run's JSON, as the gate computes them (judge/gate.py) --------
-_KIND_WORD = {"Leak_DefinitelyLost": "definite", "Leak_IndirectlyLost": "indirect",
-              "Leak_PossiblyLost": "possible", "Leak_StillReachable": "reachable"}
-
-
-def _frames(stack: list[dict]) -> list[Frame]:
-    return [Frame(fn=f.get("fn") or "???", file=f.get("file"), line=f.get("line"), obj=f.get("obj"))
-            for f in stack or []]
-
-
-def finding_from_json(data: dict) -> Finding:
-    return Finding(kind=data["kind"], what=data.get("what", ""), stack=_frames(data.get("stack")),
-                   aux=[Aux(a.get("what", ""), _frames(a.get("stack"))) for a in data.get("aux") or []],
-                   bytes=data.get("bytes"), blocks=data.get("blocks"))
-
-
-def json_signatures(data: dict, index: SourceIndex) -> list[str]:
-    """The run's signatures, most severe first: the verdict's own (crash,
-    hang, startup-failure), then memory errors, then the leaks its leak
-    kinds count."""
-    sigs = []
-    verdict = data.get("verdict")
-    fatal = data.get("fatal")
-    if verdict == "crash" and fatal:
-        stack = _frames(fatal.get("stack"))
-        frames = own_frames(stack, index, 1) or [f for f in stack if f.fn != "???"][:1]
-        sigs.append(f"crash {fatal.get('name')} " + " ".join(
-            f"{f.fn}@{Path(f.file).name}" if f.file else f.fn for f in frames))
-    elif verdict == "crash" and (data.get("exit") or {}).get("returncode"):
-        sigs.append(f"crash signal {-data['exit']['returncode']}")
-    if verdict in ("hang", "startup-failure"):
-        sigs.append(verdict)
-    policy = data.get("leak_kinds") or "strict"
-    findings = [finding_from_json(f) for f in data.get("findings") or []]
-    for finding in sorted(findings, key=lambda f: f.is_leak):
-        if finding.is_leak and not (policy in ("strict", "all")
-                                    or _KIND_WORD.get(finding.kind) in policy.split(",")):
-            continue
-        sig = signature(finding, index)
-        if sig not in sigs:
-            sigs.append(sig)
-    return sigs
-
-
-def describe_finding(data: dict, target: str, index: SourceIndex) -> list[str]:
-    """Kind, bytes and top frames of the finding with the target signature."""
+# -- the finding, as the run's JSON has it ----------------------------------------
+def describe_finding(data: dict, target: str) -> list[str]:
+    """Kind, bytes and top frames of the finding with the target signature
+    (the `run` JSON gives every finding its signature, as the gate signs it)."""
     for raw in data.get("findings") or []:
-        finding = finding_from_json(raw)
-        if signature(finding, index) != target:
+        if raw.get("signature") != target:
             continue
-        head = f"{finding.kind}: {finding.what}" if finding.what else finding.kind
-        if finding.is_leak and finding.bytes is not None and not finding.what:
-            head += f": {finding.bytes:,} bytes in {finding.blocks:,} blocks"
-        stack = best_stack(finding)
-        stack = own_frames(stack, index, 3) or [f for f in stack if f.fn != "???"][:3]
-        return [head] + [f"    at {f.where()}" for f in stack]
+        head = f"{raw['kind']}: {raw['what']}" if raw.get("what") else raw["kind"]
+        stack = raw.get("stack") or next((a["stack"] for a in raw.get("aux") or []
+                                          if a.get("stack")), [])
+        frames = [Frame(fn=f.get("fn") or "???", file=f.get("file"), line=f.get("line"),
+                        obj=f.get("obj")) for f in stack]
+        return [head] + [f"    at {f.where()}" for f in frames if f.fn != "???"][:3]
     return list(data.get("reasons") or [target])
 
 
@@ -655,8 +609,7 @@ class Bisect:
                 data = json.loads(Path(record.result).read_text())
             except (OSError, ValueError):
                 data = {}
-        index = SourceIndex.scan(Path(r) for r in plan.source_roots)
-        for line in describe_finding(data, plan.target, index):
+        for line in describe_finding(data, plan.target):
             self.say(f"  {line}")
         self.say(f"  signature: {plan.target}")
         if record and record.result:

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..judge.frames import SourceIndex, best_stack, own_frames
+from ..judge.frames import best_stack, own_frames
 from ..judge.gate import CaseResult
 from ..judge.patterns import all_patterns
 from ..matrix import project_cases, run_cases
@@ -38,7 +38,7 @@ def wrap(prefix: str, text: str) -> list[str]:
 def what_valgrind_said(r: CaseResult) -> list[str]:
     run = r.run
     lines = []
-    index = SourceIndex.scan(r.case.source_roots)
+    index = r.run.program
     sig = run.judgement.fatal_signal
     if sig and run.verdict is Verdict.CRASH:
         lines.append(f"Process terminating with default action of signal {sig.number} ({sig.name})")
@@ -65,7 +65,7 @@ def what_valgrind_said(r: CaseResult) -> list[str]:
     return lines
 
 
-def leak_sites(r: CaseResult, index: SourceIndex) -> list[str]:
+def leak_sites(r: CaseResult, index) -> list[str]:
     """Leaked bytes per allocation site (the program's own frames), direct
     and indirect losses together: how many blocks each site left behind."""
     sites: dict[str, list[int]] = {}
