@@ -352,7 +352,11 @@ class Server:
         env = {k: v for k, v in os.environ.items() if k not in VALGRIND_ENV_DROP}
         env.setdefault("LC_ALL", "C")
         self._claim_port()
-        self._render_templates()
+        try:
+            self._render_templates()
+        except TargetError:
+            self._forget()
+            raise
         env.update({k: self._fill(v) for k, v in self.extra_env.items()})
         argv = self._argv()
         ctl_r, self._ctl = os.pipe()
