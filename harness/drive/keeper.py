@@ -1,33 +1,40 @@
 """The keeper: one small process between the harness and each server.
 
-Run as a script (`python3 -S -E -s keeper.py CTL STATUS -- PROGRAM ARGS...`),
-it imports nothing of the harness.  It makes itself a child subreaper
-(prctl PR_SET_CHILD_SUBREAPER), so whatever the server forks stays its
-descendant, even a daemon that calls setsid() and whose parent exits.  It
-starts the server with every signal at its default disposition and an empty
-signal mask (a job started with `&` from a script ignores SIGINT, and exec
-would pass that on) and with PR_SET_PDEATHSIG (SIGKILL when the keeper dies).
+The harness forks it (no new interpreter: a fork costs a millisecond, an
+interpreter tens) and it runs `serve()` until it exits, touching nothing of
+the harness but the file descriptors it was given.  It makes itself a child
+subreaper (prctl PR_SET_CHILD_SUBREAPER) in a session of its own, so
+whatever the server forks stays its descendant, even a daemon that calls
+setsid() and whose parent exits.  It starts the server with every signal at
+its default disposition and an empty signal mask (a job started with `&`
+from a script ignores SIGINT, and exec would pass that on) and with
+PR_SET_PDEATHSIG (SIGKILL when the keeper dies).
 
 It reports on the STATUS pipe and obeys the CTL pipe, one line each:
   keeper -> harness  'started PID' | 'failed ERRNO MESSAGE' | 'exit PID STATUS'
-                     (a wait status, for the server and for every orphan it
-                     reaps) | 'empty' (no process of the tree is left; it
-                     then exits) | 'killed N' | 'error TEXT'
+                     (the wait status of the server's first process) |
+                     'empty' (no process of the tree is left; it then
+                     exits) | 'killed N' | 'error TEXT'
   harness -> keeper  'signal N' (to the server's first process; once that
                      one is gone, to every process of the tree) | 'kill'
 When the harness says 'kill', or when CTL reads end-of-file (the harness
-exited or was killed, even by SIGKILL: the kernel closes its end), the
-keeper SIGKILLs every process of the tree, reaps them and exits.
+exited or was killed, even by SIGKILL: the kernel closes its end, the only
+writer: no other process holds it), the keeper SIGKILLs every process of
+the tree, reaps them and exits.
 """
+from __future__ import annotations
+
 import ctypes
+import gc
 import os
 import select
 import signal
-import sys
 import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
+NAME = b"leak-keeper"       # its name in the process table (/proc/PID/comm)
 KILL_SECONDS = 10.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -39,9 +46,9 @@ def prctl(option: int, value: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def descendants(root: int) -> list:
-    """Every process below `root`, read from /proc (parent PIDs)."""
-    children = {}
+def descendants(root: int) -> list[int]:
+    """Every live process below `root`, read from /proc (parent PIDs)."""
+    children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -61,12 +68,25 @@ def descendants(root: int) -> list:
     return out
 
 
+def _close_fds_except(keep: set[int]) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass    # the directory's own descriptor, closed already
+
+
 class Keeper:
-    def __init__(self, ctl: int, status: int, argv: list) -> None:
+    def __init__(self, ctl: int, status: int, argv: list[str], env: dict[str, str],
+                 cwd: str | None) -> None:
         self.ctl = ctl
         self.status = status
         self.argv = argv
-        self.root = None            # the server's first process, until reaped
+        self.env = env
+        self.cwd = cwd
+        self.root: int | None = None        # the server's first process, until reaped
         self.pending = b""
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake = wake_r
@@ -98,7 +118,9 @@ class Keeper:
                 prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
                 if os.getppid() != me:
                     os._exit(127)       # the keeper died in between
-                os.execvp(self.argv[0], self.argv)
+                if self.cwd:
+                    os.chdir(self.cwd)
+                os.execvpe(self.argv[0], self.argv, self.env)
             except OSError as exc:
                 os.write(err_w, f"{exc.errno} {exc.strerror}".encode())
             except BaseException as exc:    # noqa: BLE001 - report, never run on
@@ -128,7 +150,7 @@ class Keeper:
                 return True
             if pid == self.root:
                 self.root = None
-            self.say(f"exit {pid} {status}")
+                self.say(f"exit {pid} {status}")
 
     def signal(self, number: int) -> None:
         """The server's first process, or, once it is gone (a daemon), every
@@ -144,6 +166,7 @@ class Keeper:
     def kill_tree(self) -> int:
         """SIGKILL every descendant until none is left (a process may fork
         while the others die: look again), within a deadline."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
         killed = 0
         end = time.monotonic() + KILL_SECONDS
         while time.monotonic() < end:
@@ -156,17 +179,14 @@ class Keeper:
                     killed += 1
                 except OSError:
                     pass
-            if not self.reap():
-                continue
-            signal.sigtimedwait([signal.SIGCHLD], 0.02)
-        while self.reap():
-            if time.monotonic() >= end:
-                break
+            if self.reap():
+                signal.sigtimedwait([signal.SIGCHLD], 0.02)
+        while self.reap() and time.monotonic() < end:
             signal.sigtimedwait([signal.SIGCHLD], 0.02)
         return killed
 
     # -- the loop -------------------------------------------------------------
-    def commands(self) -> list | None:
+    def commands(self) -> list[list[str]] | None:
         """Complete lines from the harness; None at end-of-file."""
         try:
             chunk = os.read(self.ctl, 4096)
@@ -196,11 +216,11 @@ class Keeper:
                     self.say("empty")
                     return 0
             if self.ctl in ready:
-                words_list = self.commands()
-                if words_list is None:
+                commands = self.commands()
+                if commands is None:
                     self.kill_tree()
                     return 0
-                for words in words_list:
+                for words in commands:
                     if words[0] == "signal":
                         self.signal(int(words[1]))
                     elif words[0] == "kill":
@@ -208,27 +228,32 @@ class Keeper:
                         return 0
 
 
-def main() -> int:
-    ctl, status = int(sys.argv[1]), int(sys.argv[2])
-    argv = sys.argv[4:]
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP,
-                signal.SIGTTIN, signal.SIGTTOU):
-        signal.signal(sig, signal.SIG_IGN)      # only CTL rules the keeper
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    os.set_inheritable(ctl, False)
-    os.set_inheritable(status, False)
-    keeper = None
+def serve(ctl: int, status: int, argv: list[str], env: dict[str, str], cwd: str | None) -> None:
+    """The keeper's whole life, in a child the harness just forked: never
+    returns.  fds 0, 1 and 2 are already the server's stdin, stdout, stderr."""
+    code = 1
     try:
+        gc.disable()        # nothing of the harness's is finalized here
+        os.setsid()
+        _close_fds_except({0, 1, 2, ctl, status})
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                    signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)      # only CTL rules the keeper
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.set_inheritable(ctl, False)
+        os.set_inheritable(status, False)
         prctl(PR_SET_CHILD_SUBREAPER, 1)
-        keeper = Keeper(ctl, status, argv)
-        code = keeper.run()
-    except BaseException as exc:    # noqa: BLE001 - the harness must hear of it
-        os.write(status, f"error {exc!r}\n".encode())
-        if keeper is not None:
+        _libc.prctl(PR_SET_NAME, ctypes.c_char_p(NAME), 0, 0, 0)
+        keeper = Keeper(ctl, status, argv, env, cwd)
+        try:
+            code = keeper.run()
+        except BaseException as exc:    # noqa: BLE001 - the harness must hear of it
+            keeper.say(f"error {exc!r}")
             keeper.kill_tree()
-        return 1
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    except BaseException as exc:        # noqa: BLE001
+        try:
+            os.write(status, f"error {exc!r}\n".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(code)

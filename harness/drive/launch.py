@@ -24,8 +24,6 @@ import re
 import select
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,12 +31,11 @@ from pathlib import Path
 
 from ..model import ExitInfo
 from ..timeouts import Deadline
-from . import proctree
+from . import keeper, proctree
 from .locks import NameLock, port_lock
 
 READY_LINE = re.compile(rb"listening on (?:127\.0\.0\.1|localhost):(\d+)")
 VALGRIND_ENV_DROP = ("VALGRIND_OPTS", "VALGRIND_LIB", "VALGRIND_LAUNCHER")
-KEEPER = Path(__file__).resolve().parent / "keeper.py"
 POLL = 0.01                 # readiness: look at the listening sockets this often
 TREE_POLL = 0.2             # ... and at what the whole tree listens on
 WRONG_PORT_GRACE = 0.5      # listening elsewhere this long: it ignores the port argument
@@ -99,9 +96,8 @@ def serve_as_subreaper() -> None:
     worker) died is adopted here, so `reap_orphans()` can wait for it to
     finish killing its tree instead of leaving that to chance."""
     try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)   # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
+        keeper.prctl(keeper.PR_SET_CHILD_SUBREAPER, 1)
+    except OSError:
         pass
 
 
@@ -113,7 +109,7 @@ def reap_orphans(seconds: float) -> None:
     me = os.getpid()
     for _ in range(100000):     # bounded: each round waits at most 5 ms
         keepers = [st.pid for st in proctree.all_stats().values()
-                   if st.ppid == me and str(KEEPER) in proctree.command_line(st.pid, 10000)]
+                   if st.ppid == me and proctree.name(st.pid) == keeper.NAME.decode()]
         if not keepers:
             return
         for pid in keepers:
@@ -275,7 +271,7 @@ class Server:
         self.daemonized = False                 # the first process left, its tree serves on
         self.listener_pid: int | None = None
         self.killed_after_exit = 0              # processes still there when the first one ended
-        self._keeper: subprocess.Popen | None = None
+        self._keeper_pid: int | None = None
         self._ctl: int | None = None
         self._status: int | None = None
         self._pending = b""
@@ -359,26 +355,32 @@ class Server:
             raise
         env.update({k: self._fill(v) for k, v in self.extra_env.items()})
         argv = self._argv()
+        try:
+            err = os.open(self.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                          0o644)
+        except OSError as exc:
+            self._forget()
+            raise TargetError(f"{self.stderr_path}: cannot write: {exc.strerror}") from None
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        out_r, out_w = os.pipe()
         ctl_r, self._ctl = os.pipe()
         self._status, st_w = os.pipe()
         # Registered before the keeper exists: an interrupt landing anywhere
         # from here on finds the control pipe, and closing it ends the tree.
         with _live_lock:
             _live.add(self)
-        try:
-            with open(self.stderr_path, "wb") as err:
-                self._keeper = subprocess.Popen(
-                    [sys.executable, "-S", "-E", "-s", str(KEEPER), str(ctl_r), str(st_w), "--",
-                     *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                    cwd=self.target.cwd, env=env, start_new_session=True, pass_fds=(ctl_r, st_w))
-        except OSError as exc:
-            self._forget()
-            raise TargetError(f"cannot start the server: {exc.strerror} "
-                              f"({exc.filename or self.run_dir})") from None
-        finally:
-            os.close(ctl_r)
-            os.close(st_w)
-        self._drain = _OutputDrain(self._keeper.stdout, self.stdout_path)
+        pid = os.fork()
+        if pid == 0:    # the keeper: it never comes back here
+            try:
+                os.dup2(null, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err, 2)
+            finally:
+                keeper.serve(ctl_r, st_w, argv, env, self.target.cwd)
+        self._keeper_pid = pid
+        for fd in (ctl_r, st_w, out_w, err, null):
+            os.close(fd)
+        self._drain = _OutputDrain(open(out_r, "rb"), self.stdout_path)
         self._drain.start()
         deadline = Deadline(KEEPER_SECONDS)
         while self.pid is None and not self._keeper_gone and not deadline.expired():
@@ -443,17 +445,17 @@ class Server:
 
     def tree(self) -> list[int]:
         """The PIDs of every process of the server's tree now."""
-        if self._keeper is None or self._keeper_gone:
+        if self._keeper_pid is None or self._keeper_gone:
             return []
-        return [st.pid for st in proctree.descendants(self._keeper.pid)]
+        return [st.pid for st in proctree.descendants(self._keeper_pid)]
 
     def cpu_ticks(self) -> int | None:
         """CPU time (clock ticks, user + system) the tree's live processes
         have used; None once the tree is gone.  A server that is still
         reacting (freeing a session, flushing a log) keeps this growing."""
-        if self._keeper is None or self._keeper_gone:
+        if self._keeper_pid is None or self._keeper_gone:
             return None
-        tree = proctree.descendants(self._keeper.pid)
+        tree = proctree.descendants(self._keeper_pid)
         return sum(st.cpu_ticks for st in tree) if tree else None
 
     def snapshot_maps(self) -> None:
@@ -584,16 +586,13 @@ class Server:
 
     def kill(self) -> None:
         """End the whole tree now (the harness is being interrupted)."""
-        if self._keeper is not None and self.exit is None:
+        if self._keeper_pid is not None and self.exit is None:
             self._end_tree()
 
     def _end_tree(self) -> None:
         self._command("kill")
         self._close_control()
-        deadline = Deadline(KEEPER_SECONDS)
-        while not self._keeper_gone and not deadline.expired():
-            self._events(deadline.left())
-        self._wait_keeper(deadline.left())
+        self._wait_keeper(KEEPER_SECONDS)
         self._forget()
         if self._drain is not None:
             self._drain.join(timeout=5)
@@ -615,16 +614,23 @@ class Server:
             self._ctl = None
 
     def _wait_keeper(self, seconds: float) -> None:
-        if self._keeper is None:
+        """Reap the keeper: its status pipe reads end-of-file when it exits;
+        past the deadline it is killed with its group."""
+        if self._keeper_pid is None:
             return
-        try:
-            self._keeper.wait(timeout=max(seconds, 0.01))
-        except subprocess.TimeoutExpired:
+        deadline = Deadline(seconds)
+        while not self._keeper_gone and not deadline.expired():
+            self._events(deadline.left())
+        if not self._keeper_gone:
             try:
-                os.killpg(self._keeper.pid, signal.SIGKILL)
+                os.killpg(self._keeper_pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            self._keeper.wait()
+        try:
+            os.waitpid(self._keeper_pid, 0)
+        except ChildProcessError:
+            pass
+        self._keeper_pid = None
 
     def _forget(self) -> None:
         with _live_lock:

@@ -131,6 +131,15 @@ def owners(found: list[Listener], pids: list[int]) -> dict[int, int]:
     return out
 
 
+def name(pid: int) -> str:
+    """The process's name (/proc/PID/comm)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def command_line(pid: int, limit: int = 120) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
