@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.drive.scenario import (SETTINGS, STEPS, ScenarioError, load_scenario, named_scenarios,
-                                    parse_scenario)
+                                    parse_scenario, protocol_scenarios)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3"
@@ -264,6 +264,26 @@ def test_missing_file():
 def test_named_scenarios_load(name):
     scenario = load_scenario(name)
     assert scenario.steps and scenario.description
+
+
+@pytest.mark.parametrize("name", protocol_scenarios())
+def test_protocol_scenarios_load_by_their_folder_name(name):
+    scenario = load_scenario(name)
+    assert name.startswith("protocols/") and scenario.name == name.split("/", 1)[1]
+    assert scenario.steps and scenario.description
+
+
+def test_protocol_scenarios_stay_out_of_the_matrix():
+    """named_scenarios() is what every project server plays: protocol
+    scenarios live one folder down, and an unknown name lists both."""
+    assert set(protocol_scenarios()) >= {"protocols/memcached-text", "protocols/redis-resp",
+                                         "protocols/mqtt-311", "protocols/mqtt-5",
+                                         "protocols/http-11"}
+    assert not any("/" in n for n in named_scenarios())
+    assert {"connect-close", "connect-reset", "connect-idle-at-stop", "half-open",
+            "slow-connect-storm"} <= set(named_scenarios())
+    with pytest.raises(ScenarioError, match="protocols/redis-resp"):
+        load_scenario("protocols/no-such-protocol")
 
 
 @pytest.mark.parametrize("extra", [[], ["--cmd", "build/progs/toy_server echo {port}"]])
