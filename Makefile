@@ -16,6 +16,11 @@ PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 DEB_PACKAGES := libuv1-dev valgrind python3-pytest python3-pytest-xdist \
                 python3-hypothesis pkg-config gcc make
+# The real servers the suite gates (docs/real-servers.md).  Their services
+# are never started: the install runs under a policy-rc.d that refuses it.
+# nginx-light, or nginx where the distribution has no light flavour.
+SERVER_PACKAGES := memcached redis-server mosquitto nginx-light
+POLICY_RC := /usr/sbin/policy-rc.d
 # SANITIZE=address builds the AddressSanitizer+LeakSanitizer+UBSan tree
 # (build/asan/), which `--detector asan` runs natively.
 SANITIZE ?=
@@ -48,21 +53,41 @@ PROG_BIN := $(patsubst tests/progs/%.c,$(BUILD)/progs/%,$(PROG_SRC))
 help:
 	@echo "make demo    build everything and show each bug next to its fix"
 	@echo "make test    install what is missing, build, run the tests"
-	@echo "make deps    install the Debian packages this project needs"
+	@echo "make deps    install the Debian packages this project needs (no service started)"
 	@echo "make servers build every server under servers/ into $(BUILD)/"
 	@echo "make repro P=PATTERN [V=buggy]  reproduce one bug locally"
 	@echo "make bench   measure the harness, write reports/bench.md"
 	@echo "make soak    the long reliability runs (minutes)"
 
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@installed() { dpkg-query -W -f='$${Status}\n' $$1 2>/dev/null | grep -q '^install ok installed'; }; \
+	missing=$$(for p in $(DEB_PACKAGES) $(SERVER_PACKAGES); do \
+	  installed $$p || { [ $$p = nginx-light ] && installed nginx; } || echo $$p; done | xargs); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	echo "missing Debian packages:" $$missing; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; \
 	elif sudo -n true 2>/dev/null; then SUDO=sudo; \
-	else echo "run: sudo apt-get update && sudo apt-get install -y" $$missing; exit 1; fi; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
+	else echo "run: sudo apt-get update && sudo apt-get install -y" $$missing; \
+	  echo "(and stop any of memcached, redis-server, mosquitto, nginx that the install started)"; \
+	  exit 1; fi; \
+	policy=; \
+	if [ ! -e $(POLICY_RC) ]; then \
+	  printf '#!/bin/sh\n# make deps: no service starts during this install\nexit 101\n' \
+	    | $$SUDO tee $(POLICY_RC) >/dev/null && $$SUDO chmod 755 $(POLICY_RC) && policy=1; \
+	  trap '$$SUDO rm -f $(POLICY_RC)' EXIT; fi; \
+	$$SUDO apt-get update -qq || exit 1; \
+	if echo " $$missing " | grep -q ' nginx-light ' && ! apt-cache show nginx-light >/dev/null 2>&1; then \
+	  missing=$$(echo $$missing | sed 's/nginx-light/nginx/'); fi; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; status=$$?; \
+	if [ -n "$$policy" ]; then $$SUDO rm -f $(POLICY_RC); fi; \
+	for p in $$missing; do case $$p in \
+	  memcached|redis-server|mosquitto) svc=$$p;; nginx|nginx-light) svc=nginx;; *) continue;; esac; \
+	  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet $$svc 2>/dev/null; then \
+	    echo "stopping $$svc (started by its install)"; $$SUDO systemctl stop $$svc; \
+	  elif [ -x /etc/init.d/$$svc ] && $$SUDO /etc/init.d/$$svc status >/dev/null 2>&1; then \
+	    echo "stopping $$svc (started by its install)"; $$SUDO /etc/init.d/$$svc stop >/dev/null; fi; \
+	done; \
+	exit $$status
 
 servers: $(SINGLE_BIN) $(PAIR_BIN)
 progs: $(PROG_BIN)

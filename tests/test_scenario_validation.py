@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.drive.scenario import (SETTINGS, STEPS, ScenarioError, load_scenario, named_scenarios,
-                              parse_scenario)
+                                    parse_scenario, protocol_scenarios)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3"
@@ -123,6 +123,57 @@ BAD = {
     "host-name": (
         '[settings]\nhost = "example.com"\n\n' + OPEN,
         ["[settings]", "'host'", "example.com", "loopback"]),
+    "expect-text-and-until": (
+        OPEN + '[[steps]]\ndo = "expect"\nconn = "c"\ntext = "x"\nuntil = "\\r\\n"\n',
+        ["step 2 (expect)", "exactly one of", "got text, until"]),
+    "expect-prefix-with-exact": (
+        OPEN + '[[steps]]\ndo = "expect"\nconn = "c"\nhex = "00"\nprefix = "x"\n',
+        ["step 2 (expect)", "key 'prefix'", "'hex' already says the whole reply"]),
+    "expect-prefix-and-hex-prefix": (
+        OPEN + '[[steps]]\ndo = "expect"\nconn = "c"\nuntil = "\\n"\nprefix = "x"\nhex_prefix = "00"\n',
+        ["step 2 (expect)", "'prefix'", "'hex_prefix'", "got both"]),
+    "expect-bad-hex-prefix": (
+        OPEN + '[[steps]]\ndo = "expect"\nconn = "c"\nhex_prefix = "2g"\n',
+        ["step 2 (expect)", "key 'hex_prefix'", "'2g' is not hex"]),
+    "expect-bad-regex": (
+        OPEN + '[[steps]]\ndo = "expect"\nconn = "c"\nuntil = "\\n"\nmatch = \'HTTP/1\\.[01\'\n',
+        ["step 2 (expect)", "key 'match'", "not a regular expression", "unterminated character set"]),
+    "expect-empty-until": (
+        OPEN + '[[steps]]\ndo = "expect"\nconn = "c"\nuntil = ""\n',
+        ["step 2 (expect)", "key 'until'", "empty"]),
+    "expect-max-bytes-with-size": (
+        OPEN + '[[steps]]\ndo = "expect"\nconn = "c"\nsize = 4\nmax_bytes = 10\n',
+        ["step 2 (expect)", "key 'max_bytes'", "only goes with 'line', 'until' or 'match'"]),
+    "expect-max-bytes-zero": (
+        OPEN + '[[steps]]\ndo = "expect"\nconn = "c"\nuntil = "x"\nmax_bytes = 0\n',
+        ["step 2 (expect)", "'max_bytes'", "below the minimum 1"]),
+    "quiesce-too-short": (
+        '[[steps]]\ndo = "quiesce"\nquiet_ms = 20\n',
+        ["step 1 (quiesce)", "'quiet_ms'", "below the minimum 50"]),
+    "quiesce-unknown-key": (
+        '[[steps]]\ndo = "quiesce"\nconn = "c"\n',
+        ["step 1 (quiesce)", "unknown key 'conn'"]),
+    "storm-text-and-hex": (
+        '[[steps]]\ndo = "storm"\ncount = 3\ntext = "PING\\r\\n"\nhex = "00"\n',
+        ["step 1 (storm)", "'text'", "'hex'", "got both"]),
+    "storm-text-and-lines": (
+        '[[steps]]\ndo = "storm"\ncount = 3\ntext = "PING\\r\\n"\nlines = 2\n',
+        ["step 1 (storm)", "key 'lines'", "not with 'text'"]),
+    "storm-empty-text": (
+        '[[steps]]\ndo = "storm"\ncount = 3\ntext = ""\n',
+        ["step 1 (storm)", "key 'text'", "empty", "lines = 0"]),
+    "storm-bad-hex": (
+        '[[steps]]\ndo = "storm"\ncount = 3\nhex = "zz"\n',
+        ["step 1 (storm)", "key 'hex'", "'zz' is not hex"]),
+    "storm-may-close-not-bool": (
+        '[[steps]]\ndo = "storm"\ncount = 3\nserver_may_close = "yes"\n',
+        ["step 1 (storm)", "'server_may_close'", "expected true or false"]),
+    "fuzz-empty-hex": (
+        '[[steps]]\ndo = "fuzz"\nhex = ""\n',
+        ["step 1 (fuzz)", "key 'hex'", "empty", "junk = false"]),
+    "fuzz-huge-payload": (
+        '[[steps]]\ndo = "fuzz"\ntext = "' + "x" * ((1 << 20) + 1) + '"\n',
+        ["step 1 (fuzz)", "key 'text'", "more than the 1 MiB"]),
     "empty-steps": (
         'description = "nothing to do"\nsteps = []\n',
         ["'steps' missing or empty"]),
@@ -213,6 +264,26 @@ def test_missing_file():
 def test_named_scenarios_load(name):
     scenario = load_scenario(name)
     assert scenario.steps and scenario.description
+
+
+@pytest.mark.parametrize("name", protocol_scenarios())
+def test_protocol_scenarios_load_by_their_folder_name(name):
+    scenario = load_scenario(name)
+    assert name.startswith("protocols/") and scenario.name == name.split("/", 1)[1]
+    assert scenario.steps and scenario.description
+
+
+def test_protocol_scenarios_stay_out_of_the_matrix():
+    """named_scenarios() is what every project server plays: protocol
+    scenarios live one folder down, and an unknown name lists both."""
+    assert set(protocol_scenarios()) >= {"protocols/memcached-text", "protocols/redis-resp",
+                                         "protocols/mqtt-311", "protocols/mqtt-5",
+                                         "protocols/http-11"}
+    assert not any("/" in n for n in named_scenarios())
+    assert {"connect-close", "connect-reset", "connect-idle-at-stop", "half-open",
+            "slow-connect-storm"} <= set(named_scenarios())
+    with pytest.raises(ScenarioError, match="protocols/redis-resp"):
+        load_scenario("protocols/no-such-protocol")
 
 
 @pytest.mark.parametrize("extra", [[], ["--cmd", "build/progs/toy_server echo {port}"]])

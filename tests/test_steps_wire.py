@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import fcntl
 import re
+import signal
 import socket
 import struct
 import sys
 import termios
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -495,6 +497,212 @@ def test_fuzz_without_a_seed_reports_the_one_it_drew():
     assert len(notes) == 1
     seed = int(re.search(r"seed (\d+)", notes[0]).group(1))
     assert f"replay with seed = {seed}" in notes[0]
+
+
+# -- expect: prefix, until, match -------------------------------------------------------
+def test_expect_until_prefix_and_match_read_a_reply_of_any_length():
+    reply = "HTTP/1.1 200 OK\r\nServer: any/1.2.3\r\nContent-Length: 4\r\n\r\nbody+PONG\r\nrest"
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, _, _ = run(
+            srv, {"do": "open", "conn": "c"},
+            {"do": "send", "conn": "c", "text": reply},
+            {"do": "expect", "conn": "c", "until": "\r\n\r\n", "prefix": "HTTP/1.1 200 OK\r\n",
+             "match": r"\r\nContent-Length: \d+\r\n"},
+            {"do": "expect", "conn": "c", "hex_prefix": "626f6479"},      # 'body', alone
+            {"do": "expect", "conn": "c", "match": r"\+PONG\r\n"},        # alone: read until found
+            {"do": "expect", "conn": "c", "text": "rest"},
+            {"do": "close", "conn": "c"})
+        assert result.failures == []
+
+
+def test_expect_until_reads_only_through_the_first_delimiter():
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "a;b;c"},
+                           {"do": "expect", "conn": "c", "until": ";", "match": r"\Aa;\Z"},
+                           {"do": "expect", "conn": "c", "until": ";", "prefix": "b"},
+                           {"do": "expect", "conn": "c", "text": "c"})
+        assert result.failures == []
+
+
+@pytest.mark.parametrize("check,message", [
+    ({"prefix": "HTTP/1.1 404"}, "step 3 (expect): c: reply does not start with b'HTTP/1.1 404': "
+                                 "differs at byte 9: got b'200 OK\\r\\n\\r\\n', expected b'404'"),
+    ({"hex_prefix": "48545450"}, None),
+    ({"match": r"Content-Length"}, "step 3 (expect): c: reply does not match 'Content-Length': "
+                                   "got b'HTTP/1.1 200 OK\\r\\n\\r\\n'"),
+])
+def test_expect_checks_name_the_step(check, message):
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "HTTP/1.1 200 OK\r\n\r\n"},
+                           {"do": "expect", "conn": "c", "until": "\r\n\r\n", **check})
+        assert result.failures == ([message] if message else [])
+
+
+@pytest.mark.parametrize("expect,what", [
+    ({"until": "\r\n\r\n", "max_bytes": 50}, "no delimiter b'\\r\\n\\r\\n' within the first 50 bytes"),
+    ({"line": True, "max_bytes": 64}, "no end of line within the first 64 bytes"),
+    ({"match": "END", "max_bytes": 80}, "nothing matching b'END' within the first 80 bytes"),
+])
+def test_expect_reads_at_most_max_bytes(expect, what):
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "size": 4096, "line_length": 0},
+                           {"do": "expect", "conn": "c", **expect})
+        assert len(result.failures) == 1
+        assert result.failures[0].startswith(f"step 3 (expect): c: {what} (max_bytes)"), result.failures
+
+
+def test_expect_until_times_out_saying_what_arrived():
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, _, _ = run(srv, {"do": "open", "conn": "c"},
+                           {"do": "send", "conn": "c", "text": "HTTP/1.1 200 OK\r\n"},
+                           {"do": "expect", "conn": "c", "until": "\r\n\r\n", "timeout": 0.3})
+        assert result.failures == ["step 3 (expect): c: timed out; waiting for delimiter "
+                                   "b'\\r\\n\\r\\n': got 17 bytes b'HTTP/1.1 200 OK\\r\\n'"]
+
+
+# -- quiesce ----------------------------------------------------------------------------------
+@pytest.fixture
+def cpu_server(tmp_path):
+    """tests/cpu_server.py under the harness's keeper, natively: a real
+    process whose CPU time the quiesce step reads."""
+    from harness.drive.launch import Server, Target, ValgrindOptions
+    script = Path(__file__).with_name("cpu_server.py")
+    target = Target(argv=[sys.executable, str(script), "{port}"], port_mode="substitute")
+    server = Server(target, tmp_path / "run", ValgrindOptions(enabled=False))
+    server.start()
+    try:
+        assert server.wait_ready(T), server.not_ready
+        yield server
+    finally:
+        server.stop(signal.SIGTERM, T)
+        server.kill()
+
+
+def play_against(server, *steps, keep_open=True):
+    result, player = play(scenario(*steps), "127.0.0.1", server.port,
+                          lambda: server.stop(signal.SIGTERM, T), T, server)
+    if not keep_open:
+        player.close_all()
+    return result, player
+
+
+def test_quiesce_waits_until_the_server_stops_using_cpu(cpu_server):
+    result, player = play_against(
+        cpu_server, {"do": "open", "conn": "c"},
+        {"do": "send", "conn": "c", "text": "burn 0.5\n"},
+        {"do": "expect", "conn": "c", "text": "burning\n"},     # the burn has started
+        {"do": "quiesce", "quiet_ms": 100})
+    try:
+        assert result.failures == []
+        note = next(n for n in result.notes if n.startswith("step 4 (quiesce): quiet for 100 ms"))
+        assert "CPU ticks in all" in note
+        # The server wrote 'done' when the burn ended, before it went quiet:
+        # it is already in the client's receive queue.
+        sock = player.conns["c"].sock
+        assert sock.recv(64, socket.MSG_DONTWAIT) == b"done\n"
+    finally:
+        player.close_all()
+
+
+def test_quiesce_fails_when_the_server_never_settles(cpu_server):
+    result, player = play_against(
+        cpu_server, {"do": "open", "conn": "c"},
+        {"do": "send", "conn": "c", "text": "burn 30\n"},
+        {"do": "expect", "conn": "c", "text": "burning\n"},
+        {"do": "quiesce", "quiet_ms": 100, "timeout": 0.5})
+    player.close_all()
+    assert result.failures == ["step 4 (quiesce): the server was still busy after 0.5s (it never "
+                               "spent 100 ms without using CPU)"]
+
+
+def test_quiesce_on_a_server_that_has_exited_is_quiet(cpu_server):
+    result, player = play_against(cpu_server, {"do": "stop"}, {"do": "quiesce"})
+    player.close_all()
+    assert result.failures == []
+    assert "step 2 (quiesce): the server has exited" in result.notes
+
+
+def test_quiesce_without_a_server_process_fails_clearly():
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, _, _ = run(srv, {"do": "quiesce"})
+    assert result.failures == ["step 1 (quiesce): no server process to watch (quiesce needs the "
+                               "harness's server)"]
+
+
+# -- storm and fuzz payloads ---------------------------------------------------------------
+def test_storm_sends_its_payload_and_does_not_expect_an_echo():
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, _, _ = run(srv, storm_step(count=12, concurrency=4, text="PING\r\n",
+                                           endings=["close", "reset"]))
+        assert result.failures == []
+        assert srv.wait_for(lambda: srv.ended() == 12, T)
+        assert [s.data for s in srv.accepted] == [b"PING\r\n"] * 12
+
+
+def test_storm_hex_payload_with_echo():
+    with pyserver.PyServer(pyserver.echo) as srv:
+        result, _, _ = run(srv, storm_step(count=10, concurrency=4, hex="c000", echo=True,
+                                           endings=["close"]))
+        assert result.failures == []
+        assert result.stats["step 1 (storm)"]["endings"] == {"close": 10}
+        assert srv.wait_for(lambda: srv.ended() == 10, T)
+        assert all(s.data == b"\xc0\x00" and s.sent == 2 for s in srv.accepted)
+
+
+def test_storm_connect_only_sends_nothing():
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, _, _ = run(srv, storm_step(count=20, concurrency=5, lines=0, seed=11,
+                                           endings=["close", "reset"]))
+        assert result.failures == []
+        assert srv.wait_for(lambda: srv.ended() == 20, T)
+        assert {s.data for s in srv.accepted} == {b""}
+        ends = sorted(s.end for s in srv.accepted)
+        assert set(ends) == {"eof", "reset"}, ends
+
+
+@pytest.mark.parametrize("may_close", [False, True])
+def test_storm_server_may_close(may_close):
+    with pyserver.PyServer(pyserver.close_on_data) as srv:
+        result, _, _ = run(srv, storm_step(count=6, concurrency=3, text="HELLO\r\n", echo=True,
+                                           endings=["close"], server_may_close=may_close))
+        stats = result.stats["step 1 (storm)"]
+        if may_close:
+            assert result.failures == []
+            assert stats["endings"] == {"server_closed": 6}
+        else:
+            assert stats["failed"] == 6
+            assert re.match(r"step 1 \(storm\): 6 of 6 connections failed: #\d \(close, read\): "
+                            r"(ECONNABORTED: the server closed before echoing|ECONNRESET)",
+                            result.failures[0]), result.failures
+
+
+def fuzz_payload_run(seed: int, handler=pyserver.record, **keys):
+    step = {"do": "fuzz", "seed": seed, "ops": 120, "max_conns": 3, **keys}
+    with pyserver.PyServer(handler) as srv:
+        result, _, _ = run(srv, step)
+        assert srv.wait_for(srv.settled, T)
+        with srv.cond:
+            seen = [(s.data, s.end) for s in srv.accepted]
+    return result, seen
+
+
+def test_fuzz_sends_only_its_payload_without_junk():
+    payload = b"*1\r\n$4\r\nPING\r\n"
+    result, seen = fuzz_payload_run(77, hex=payload.hex(), junk=False)
+    assert result.failures == []
+    data = b"".join(d for d, _ in seen)
+    assert data and data == payload * (len(data) // len(payload))
+    again, seen2 = fuzz_payload_run(77, hex=payload.hex(), junk=False)
+    assert seen2 == seen
+
+
+def test_fuzz_connect_only():
+    result, seen = fuzz_payload_run(78, junk=False)
+    assert result.failures == []
+    assert len(seen) > 1 and {d for d, _ in seen} == {b""}
 
 
 def test_no_thread_left_behind():

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import os
 import random
+import re
 import selectors
 import socket
 import struct
@@ -26,6 +28,7 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 _TCP_TIME_WAIT = "06"       # the st column of /proc/net/tcp
 SEND_PIECE = 1 << 20        # a send is written in pieces of at most this
 ECHO_LIMIT = 64 << 20       # bytes kept per connection to check an echo
+QUIESCE_POLL = 0.01         # quiesce: how often the server's CPU time is read
 
 
 class StepFailed(Exception):
@@ -267,16 +270,75 @@ class Player:
         conn.received += len(chunk)
         conn.buffer += chunk
 
+    def _read_until(self, conn: Conn, delim: bytes, limit: int, deadline: Deadline,
+                    what: str) -> bytes:
+        """Up to and including `delim`, reading at most `limit` bytes."""
+        start = 0
+        while True:
+            at = conn.buffer.find(delim, start)
+            if at >= 0 and at + len(delim) <= limit:
+                end = at + len(delim)
+                data = bytes(conn.buffer[:end])
+                del conn.buffer[:end]
+                return data
+            if len(conn.buffer) >= limit:
+                raise StepFailed(f"{conn.name}: no {what} within the first {limit:,} bytes "
+                                 f"(max_bytes); got {bytes(conn.buffer[:32])!r}...")
+            start = max(0, len(conn.buffer) - len(delim) + 1)
+            self._recv_some(conn, deadline, f"waiting for {what}: got {len(conn.buffer)} bytes "
+                            f"{_shown(conn.buffer)}")
+
+    def _read_match(self, conn: Conn, pattern: re.Pattern, limit: int, deadline: Deadline) -> bytes:
+        """Until `pattern` is found in what was read; consumes through the
+        end of the match."""
+        while True:
+            m = pattern.search(conn.buffer, 0, limit)
+            if m is not None:
+                data = bytes(conn.buffer[:m.end()])
+                del conn.buffer[:m.end()]
+                return data
+            if len(conn.buffer) >= limit:
+                raise StepFailed(f"{conn.name}: nothing matching {pattern.pattern!r} within the "
+                                 f"first {limit:,} bytes (max_bytes); got "
+                                 f"{bytes(conn.buffer[:32])!r}...")
+            self._recv_some(conn, deadline, f"waiting for a match of {pattern.pattern!r}: got "
+                            f"{len(conn.buffer)} bytes {_shown(conn.buffer)}")
+
+    def _read_framed(self, conn: Conn, step: Step, deadline: Deadline) -> bytes | None:
+        """What a frame (size, line, until) or a check alone reads; None for
+        the exact forms (echo, text, hex)."""
+        limit = step.get("max_bytes")
+        if step.get("line"):
+            return self._read_until(conn, b"\n", limit, deadline, "end of line")
+        if step.get("until") is not None:
+            delim = step.get("until").encode()
+            return self._read_until(conn, delim, limit, deadline, f"delimiter {delim!r}")
+        if step.get("size") is not None:
+            return self._read_exact(conn, step.get("size"), deadline, "expecting bytes")
+        if step.get("match") is not None:
+            return self._read_match(conn, re.compile(step.get("match").encode()), limit, deadline)
+        prefix = _prefix(step)
+        if prefix is not None:
+            return self._read_exact(conn, len(prefix), deadline, "expecting the prefix")
+        return None
+
+    def _check_read(self, conn: Conn, step: Step, got: bytes) -> None:
+        prefix = _prefix(step)
+        if prefix is not None and not got.startswith(prefix):
+            at = next((i for i, (a, b) in enumerate(zip(got, prefix)) if a != b), len(got))
+            raise StepFailed(f"{conn.name}: reply does not start with {prefix[:32]!r}: differs at "
+                             f"byte {at}: got {got[at:at + 16]!r}, expected {prefix[at:at + 16]!r}")
+        pattern = step.get("match")
+        if pattern is not None and re.compile(pattern.encode()).search(got) is None:
+            raise StepFailed(f"{conn.name}: reply does not match {pattern!r}: got "
+                             f"{_shown(got)}")
+
     def _do_expect(self, step: Step) -> None:
         for conn in self._targets(step):
             deadline = Deadline(self._timeout(step))
-            if step.get("line"):
-                while b"\n" not in conn.buffer:
-                    self._recv_some(conn, deadline, "waiting for a line")
-                end = conn.buffer.index(b"\n") + 1
-                del conn.buffer[:end]
-            elif step.get("size") is not None:
-                self._read_exact(conn, step.get("size"), deadline, "expecting bytes")
+            got = self._read_framed(conn, step, deadline)
+            if got is not None:
+                self._check_read(conn, step, got)
             else:
                 if step.get("echo"):
                     if conn.unchecked_dropped:
@@ -374,6 +436,35 @@ class Player:
     def _do_pause(self, step: Step) -> None:
         time.sleep(float(step.get("seconds")))
 
+    def _do_quiesce(self, step: Step) -> None:
+        if self.server is None:
+            raise StepFailed("no server process to watch (quiesce needs the harness's server)")
+        quiet_for = step.get("quiet_ms") / 1000
+        deadline = Deadline(self._timeout(step))
+        started = time.monotonic()
+        last = self.server.cpu_ticks()
+        quiet_since = time.monotonic()
+        for _ in range(1_000_000):      # bounded: each round waits QUIESCE_POLL
+            if last is None:
+                self.result.notes.append(f"{step.label}: the server has exited")
+                return
+            now = time.monotonic()
+            if now - quiet_since >= quiet_for:
+                self.result.notes.append(
+                    f"{step.label}: quiet for {step.get('quiet_ms')} ms after "
+                    f"{now - started:.2f}s ({last} CPU ticks in all)")
+                return
+            if deadline.expired():
+                raise StepFailed(f"the server was still busy after {self._timeout(step):g}s "
+                                 f"(it never spent {step.get('quiet_ms')} ms without using CPU)")
+            # No event says "the server has nothing left to do": look again
+            # shortly (the kernel counts CPU time in 10 ms ticks).
+            time.sleep(min(QUIESCE_POLL, deadline.left()))
+            ticks = self.server.cpu_ticks()
+            if ticks is None or ticks != last or _runnable(self.server):
+                quiet_since = time.monotonic()
+            last = ticks
+
     def _do_storm(self, step: Step) -> None:
         storm = Storm(self, step)
         stats = storm.run()
@@ -388,7 +479,61 @@ class Player:
         if seed is None:
             seed = random.SystemRandom().randrange(2**32)
         self.result.notes.append(f"{step.label}: seed {seed} (replay with seed = {seed})")
-        Fuzz(self, seed, step.get("ops"), step.get("max_conns"), self._timeout(step)).run()
+        fuzz = Fuzz(self, seed, step.get("ops"), step.get("max_conns"), self._timeout(step),
+                    payload=_payload(step), junk=step.get("junk"))
+        fuzz.run()
+        if fuzz.server_closed:
+            # Seen when an operation happened to touch such a connection:
+            # a count for the reader, not a check (the server may close).
+            self.result.notes.append(f"{step.label}: the server closed at least "
+                                     f"{fuzz.server_closed} connection(s) the client had not ended")
+
+
+def _payload(step: Step) -> bytes | None:
+    """storm and fuzz: the bytes given with `text` or `hex`, if any."""
+    if step.get("text") is not None:
+        return step.get("text").encode()
+    if step.get("hex") is not None:
+        return bytes.fromhex(step.get("hex"))
+    return None
+
+
+def _closed_by_peer(exc: OSError) -> bool:
+    """The server ended the connection: EOF where a reply was due, RST, or
+    a write into a connection it had closed."""
+    return exc.errno in (errno.ECONNABORTED, errno.ECONNRESET, errno.EPIPE)
+
+
+def _prefix(step: Step) -> bytes | None:
+    if step.get("prefix") is not None:
+        return step.get("prefix").encode()
+    if step.get("hex_prefix") is not None:
+        return bytes.fromhex(step.get("hex_prefix"))
+    return None
+
+
+def _shown(data: bytes | bytearray, limit: int = 48) -> str:
+    head = bytes(data[:limit])
+    return repr(head) + ("..." if len(data) > limit else "")
+
+
+def _runnable(server) -> bool:
+    """A thread of the server's tree is running or waiting for a CPU (state
+    R): it is not quiet, even if a starved one has not been charged a tick."""
+    for pid in server.tree():
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            if raw[raw.rfind(b")") + 2:raw.rfind(b")") + 3] == b"R":
+                return True
+    return False
 
 
 def _describe(exc: BaseException) -> str:
@@ -424,7 +569,11 @@ class Storm:
         self.concurrency = step.get("concurrency")
         self.endings = list(step.get("endings"))
         self.lines = step.get("lines")
-        self.echo = step.get("echo")
+        self.payload = _payload(step)
+        # A payload of one's own is a protocol's request: its reply is not
+        # an echo unless the scenario says so.
+        self.echo = step.args.get("echo", self.payload is None)
+        self.may_close = step.get("server_may_close")
         self.max_idle = step.get("max_idle")
         self.stall_bytes = step.get("stall_bytes")
         self.timeout = player._timeout(step) * max(1, self.count // 100)
@@ -449,7 +598,10 @@ class Storm:
                 try:
                     self._advance(key.data, mask)
                 except OSError as exc:
-                    self._fail(key.data, _describe(exc))
+                    if self.may_close and _closed_by_peer(exc) and key.data.state != "connect":
+                        self._finish(key.data, "server_closed")
+                    else:
+                        self._fail(key.data, _describe(exc))
         self.sel.close()
         secs = time.monotonic() - t0
         ends = ", ".join(f"{k} {v}" for k, v in sorted(self.done.items()))
@@ -465,7 +617,8 @@ class Storm:
                 ending = "close"
             else:
                 self.idle_planned += 1
-        payload = b"".join(b"storm %d line %d\n" % (self.started, i) for i in range(self.lines))
+        payload = self.payload if self.payload is not None else \
+            b"".join(b"storm %d line %d\n" % (self.started, i) for i in range(self.lines))
         conn = _StormConn(self.started, ending, payload)
         self.started += 1
         self.active += 1
@@ -544,14 +697,15 @@ class Storm:
             self.active -= 1
             self.done["idle"] = self.done.get("idle", 0) + 1
 
-    def _finish(self, conn: _StormConn) -> None:
+    def _finish(self, conn: _StormConn, how: str | None = None) -> None:
         assert conn.sock is not None
         self.sel.unregister(conn.sock)
-        if conn.ending == "close":
+        if conn.ending == "close" and how is None:
             _discard_received(conn.sock)    # a FIN, not an RST (see Conn.close)
         conn.sock.close()
         self.active -= 1
-        self.done[conn.ending] = self.done.get(conn.ending, 0) + 1
+        how = how or conn.ending
+        self.done[how] = self.done.get(how, 0) + 1
 
     def _fail(self, conn: _StormConn, why: str, registered: bool = True) -> None:
         assert conn.sock is not None
@@ -569,15 +723,25 @@ class Fuzz:
     errors are part of the game (the server may reset); the verdict comes
     from valgrind, and the seed replays the exact sequence."""
 
-    OPS = ("open", "line", "junk", "bytewise", "read", "half_close", "close", "reset", "stall")
+    JUNK_OPS = ("line", "junk", "bytewise")
+    OPS = ("open",) + JUNK_OPS + ("read", "half_close", "close", "reset", "stall")
+    PAYLOAD_OPS = ("payload", "payload_bytewise")
 
-    def __init__(self, player: Player, seed: int, ops: int, max_conns: int, timeout: float) -> None:
+    def __init__(self, player: Player, seed: int, ops: int, max_conns: int, timeout: float,
+                 payload: bytes | None = None, junk: bool = True) -> None:
         self.player = player
         self.rng = random.Random(seed)
         self.ops = ops
         self.max_conns = max_conns
         self.timeout = timeout
+        self.payload = payload
+        # The draw of operations depends on the parameters only: without a
+        # payload and with junk, the same seed plays what it always played.
+        self.choices = tuple(op for op in self.OPS if junk or op not in self.JUNK_OPS) + \
+            (self.PAYLOAD_OPS if payload is not None else ())
         self.pool: list[socket.socket] = []
+        self.half_closed: set[socket.socket] = set()
+        self.server_closed = 0
 
     def run(self) -> None:
         deadline = Deadline(self.timeout * max(1, self.ops // 100))
@@ -586,7 +750,7 @@ class Fuzz:
                 if deadline.expired():
                     self.player.result.notes.append("fuzz: stopped at its deadline")
                     break
-                op = self.rng.choice(self.OPS)
+                op = self.rng.choice(self.choices)
                 if op == "open" or not self.pool:
                     if len(self.pool) < self.max_conns:
                         self._try(self._open)
@@ -595,18 +759,40 @@ class Fuzz:
                 self._try(getattr(self, f"_{op}"), sock)
         finally:
             for sock in self.pool:
+                self._ended_by_server(sock)
                 sock.close()
+
+    def _ended_by_server(self, sock: socket.socket) -> None:
+        """At the end: count a connection the server has already closed
+        (what it sent meanwhile is read and dropped; nothing waits)."""
+        try:
+            for _ in range(1024):       # bounded: at most 64 MiB
+                if not sock.recv(65536):
+                    self._closed_by_server(sock)
+                    return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if _closed_by_peer(exc):
+                self._closed_by_server(sock)
 
     def _try(self, fn: Callable, *args) -> None:
         try:
             fn(*args)
-        except OSError:
+        except OSError as exc:
             if args:
+                if _closed_by_peer(exc):
+                    self._closed_by_server(args[0])
                 self._drop(args[0])
+
+    def _closed_by_server(self, sock: socket.socket) -> None:
+        if sock not in self.half_closed:
+            self.server_closed += 1
 
     def _drop(self, sock: socket.socket) -> None:
         if sock in self.pool:
             self.pool.remove(sock)
+        self.half_closed.discard(sock)
         sock.close()
 
     def _open(self) -> None:
@@ -635,15 +821,24 @@ class Fuzz:
         for b in b"bytewise %d\n" % self.rng.randint(0, 999):
             self._send(sock, bytes([b]))
 
+    def _payload(self, sock: socket.socket) -> None:
+        self._send(sock, self.payload)
+
+    def _payload_bytewise(self, sock: socket.socket) -> None:
+        for b in self.payload:
+            self._send(sock, bytes([b]))
+
     def _read(self, sock: socket.socket) -> None:
         try:
             if sock.recv(65536) == b"":
+                self._closed_by_server(sock)
                 self._drop(sock)
         except BlockingIOError:
             pass
 
     def _half_close(self, sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_WR)
+        self.half_closed.add(sock)
 
     def _close(self, sock: socket.socket) -> None:
         self._drop(sock)

@@ -12,6 +12,7 @@ docs' step table (docs/scenarios.md) is checked against it by the tests.
 from __future__ import annotations
 
 import math
+import re
 import signal
 import tomllib
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from .launch import TargetError, check_loopback
 MAX_PAUSE = 10.0
 MAX_TIMEOUT = 600.0
 MAX_SEND = 4 << 30       # bytes one send step may write in all
+MAX_READ = 1 << 20       # default bound of an expect that reads to a delimiter or a pattern
+PROTOCOLS = "protocols"   # scenarios/protocols/: written for one protocol, not in the matrix
+MIN_QUIET_MS = 50        # /proc counts CPU time in 10 ms ticks: a shorter quiet proves nothing
 ENDINGS = ("close", "reset", "half_close", "stall_reset", "idle")
 
 
@@ -130,6 +134,12 @@ STEPS: dict[str, tuple[dict[str, Key], str]] = {
         "hex": Key("str", doc="exactly these bytes"),
         "size": Key("int", low=1, high=256 << 20, doc="this many bytes, any content"),
         "line": Key("bool", default=False, doc="one line, any content"),
+        "until": Key("str", doc="read up to and including this delimiter (UTF-8 text)"),
+        "prefix": Key("str", doc="what is read starts with this text"),
+        "hex_prefix": Key("str", doc="what is read starts with these bytes (hex)"),
+        "match": Key("str", doc="a regular expression on what is read (bytes; re.search)"),
+        "max_bytes": Key("int", low=1, high=256 << 20, default=MAX_READ,
+                         doc="`line`, `until`, `match`: fail past this many bytes"),
         "timeout": TIMEOUT, "may_fail": MAY_FAIL,
     }, "read a reply and check it, with a deadline"),
     "stall": ({
@@ -159,13 +169,24 @@ STEPS: dict[str, tuple[dict[str, Key], str]] = {
     "pause": ({"seconds": Key("float", required=True, low=0.0, high=MAX_PAUSE,
                               doc=f"at most {MAX_PAUSE:g} s")},
               "a bounded pause"),
+    "quiesce": ({
+        "quiet_ms": Key("int", low=MIN_QUIET_MS, high=60_000, default=200,
+                        doc="the server's processes used no CPU for this long"),
+        "timeout": TIMEOUT, "may_fail": MAY_FAIL,
+    }, "wait until the server has finished reacting: no CPU used for `quiet_ms`"),
     "storm": ({
         "count": Key("int", required=True, low=1, high=200_000, doc="connections in all"),
         "concurrency": Key("int", low=1, high=2000, default=32, doc="at most this many at once"),
         "seed": Key("int", low=0, high=2**63 - 1, default=1, doc="random seed of the endings"),
         "endings": Key("endings", default=list(ENDINGS), doc="mix of endings to draw from"),
-        "lines": Key("int", low=0, high=1000, default=1, doc="lines exchanged before the ending"),
-        "echo": Key("bool", default=True, doc="check that each line comes back"),
+        "lines": Key("int", low=0, high=1000, default=1,
+                     doc="generated lines sent before the ending (0: connect only)"),
+        "text": Key("str", doc="send this text instead of generated lines"),
+        "hex": Key("str", doc="send these bytes instead of generated lines"),
+        "echo": Key("bool", default=True,
+                    doc="check that what was sent comes back (with `text`/`hex`: only when set)"),
+        "server_may_close": Key("bool", default=False,
+                                doc="the server closing or resetting a connection is not a failure"),
         "max_idle": Key("int", low=0, high=10000, default=64,
                         doc="idle connections kept open until stop, at most"),
         "stall_bytes": Key("int", low=1, high=64 << 20, default=262144,
@@ -176,6 +197,9 @@ STEPS: dict[str, tuple[dict[str, Key], str]] = {
         "seed": Key("int", low=0, high=2**63 - 1, doc="replay a failure with its seed"),
         "ops": Key("int", low=1, high=1_000_000, default=200, doc="random operations"),
         "max_conns": Key("int", low=1, high=1000, default=8, doc="connections open at once"),
+        "text": Key("str", doc="the payload its sends use instead of random lines"),
+        "hex": Key("str", doc="the payload its sends use, as hex"),
+        "junk": Key("bool", default=True, doc="also send random lines and binary junk"),
         "timeout": TIMEOUT,
     }, "seeded random operations; the seed is reported so a failure replays exactly"),
 }
@@ -332,23 +356,90 @@ def _check_step_rules(source: str, where: str, do: str, args: dict[str, Any],
             raise ScenarioError(source, where, f"keys 'repeat' and '{present[0]}': {total:,} bytes "
                                 f"in one step, more than the limit of {MAX_SEND >> 30} GiB")
     if do == "expect":
-        present = [k for k in ("echo", "text", "hex", "size", "line") if args.get(k) not in (None, False)]
-        if len(present) != 1:
-            raise ScenarioError(source, where, "give exactly one of 'echo', 'text', 'hex', 'size', 'line'"
-                                + (f" (got {', '.join(present)})" if present else ""))
-        if "hex" in args:
-            _check_hex(source, where, args["hex"])
+        _check_expect(source, where, args)
+    if do in ("storm", "fuzz"):
+        _check_payload(source, where, do, args)
     conn = args.get("conn")
     if conn is not None and conn not in names and not any(conn in m for m in names.values()):
         raise ScenarioError(source, where, f"key 'conn': {conn!r} was never opened "
                             f"(opened so far: {', '.join(names) or 'none'})")
 
 
-def _check_hex(source: str, where: str, text: str) -> None:
+def _check_hex(source: str, where: str, text: str, key: str = "hex") -> None:
     try:
         bytes.fromhex(text)
     except ValueError:
-        raise ScenarioError(source, where, f"key 'hex': {text!r} is not hex bytes") from None
+        raise ScenarioError(source, where, f"key '{key}': {text!r} is not hex bytes") from None
+
+
+_EXACT = ("echo", "text", "hex")            # the whole reply, byte for byte
+_FRAMES = ("size", "line", "until")         # how much to read, any content
+_CHECKS = ("prefix", "hex_prefix", "match")  # checks on what a frame read
+
+
+def _check_expect(source: str, where: str, args: dict[str, Any]) -> None:
+    """One way to read (an exact reply, a frame, or a check alone), plus
+    checks on what a frame read."""
+    given = [k for k in _EXACT + _FRAMES + _CHECKS if args.get(k) not in (None, False)]
+    exact = [k for k in given if k in _EXACT]
+    frames = [k for k in given if k in _FRAMES]
+    checks = [k for k in given if k in _CHECKS]
+    if not given:
+        raise ScenarioError(source, where, "give exactly one of 'echo', 'text', 'hex', 'size', "
+                            "'line', 'until', or a check alone: 'prefix', 'hex_prefix', 'match'")
+    if len(exact) + len(frames) > 1:
+        raise ScenarioError(source, where, "give exactly one of 'echo', 'text', 'hex', 'size', "
+                            f"'line', 'until' (got {', '.join(exact + frames)})")
+    if exact and checks:
+        raise ScenarioError(source, where, f"key '{checks[0]}': '{exact[0]}' already says the "
+                            "whole reply; checks go with 'size', 'line', 'until' or alone")
+    if "prefix" in checks and "hex_prefix" in checks:
+        raise ScenarioError(source, where, "give one of 'prefix', 'hex_prefix' (got both)")
+    if "max_bytes" in args and not ({"line", "until", "match"} & set(given)):
+        raise ScenarioError(source, where, "key 'max_bytes': only goes with 'line', 'until' "
+                            "or 'match' (the reads that search)")
+    for key in ("hex", "hex_prefix"):
+        if key in args:
+            _check_hex(source, where, args[key], key)
+    for key in ("until", "prefix", "text"):
+        if key in args and not args[key]:
+            raise ScenarioError(source, where, f"key '{key}': empty")
+    if "hex_prefix" in args and not bytes.fromhex(args["hex_prefix"]):
+        raise ScenarioError(source, where, "key 'hex_prefix': empty")
+    if "match" in args:
+        compile_match(source, where, args["match"])
+
+
+def compile_match(source: str, where: str, pattern: str) -> re.Pattern[bytes]:
+    """`match` is a regular expression on bytes: the pattern's text is
+    UTF-8 encoded, so '\\x00'-style escapes name any byte."""
+    try:
+        return re.compile(pattern.encode("utf-8"))
+    except re.error as exc:
+        raise ScenarioError(source, where, f"key 'match': {pattern!r} is not a regular "
+                            f"expression: {exc}") from None
+    except (RecursionError, OverflowError):
+        raise ScenarioError(source, where, "key 'match': the pattern is too complex") from None
+
+
+def _check_payload(source: str, where: str, do: str, args: dict[str, Any]) -> None:
+    """storm and fuzz: a payload of text or hex bytes instead of the
+    generated lines (storm) or random lines (fuzz)."""
+    if "text" in args and "hex" in args:
+        raise ScenarioError(source, where, "give one of 'text', 'hex' (got both)")
+    if "hex" in args:
+        _check_hex(source, where, args["hex"])
+    payload = args.get("text", "").encode() or bytes.fromhex(args.get("hex", ""))
+    if ("text" in args or "hex" in args) and not payload:
+        raise ScenarioError(source, where, f"key '{'text' if 'text' in args else 'hex'}': empty "
+                            "(for connections that send nothing: " +
+                            ("'lines = 0')" if do == "storm" else "'junk = false' without a payload)"))
+    if len(payload) > 1 << 20:
+        raise ScenarioError(source, where, f"key '{'text' if 'text' in args else 'hex'}': "
+                            f"{len(payload):,} bytes, more than the 1 MiB a payload may have")
+    if do == "storm" and "lines" in args and ("text" in args or "hex" in args):
+        raise ScenarioError(source, where, "key 'lines': goes with the generated lines, not with "
+                            f"'{'text' if 'text' in args else 'hex'}'")
 
 
 def parse_scenario(data: dict[str, Any], source: str, name: str) -> Scenario:
@@ -368,12 +459,13 @@ def parse_scenario(data: dict[str, Any], source: str, name: str) -> Scenario:
 
 
 def load_scenario(ref: str, search_dir: Path = SCENARIO_DIR) -> Scenario:
-    """A scenario by name (scenarios/NAME.toml) or by path."""
+    """A scenario by name (scenarios/NAME.toml, or protocols/NAME for
+    scenarios/protocols/NAME.toml) or by path."""
     path = Path(ref)
     if not path.suffix and not path.exists():
         path = search_dir / f"{ref}.toml"
         if not path.exists():
-            known = ", ".join(sorted(p.stem for p in search_dir.glob("*.toml")))
+            known = ", ".join(named_scenarios(search_dir) + protocol_scenarios(search_dir))
             raise ScenarioError(ref, "", f"no scenario of that name (known: {known})")
     source = str(path)
     try:
@@ -390,7 +482,15 @@ def load_scenario(ref: str, search_dir: Path = SCENARIO_DIR) -> Scenario:
 
 
 def named_scenarios(search_dir: Path = SCENARIO_DIR) -> list[str]:
+    """The protocol-free scenarios (scenarios/*.toml): every server of the
+    project's matrix plays each of them."""
     return sorted(p.stem for p in search_dir.glob("*.toml"))
+
+
+def protocol_scenarios(search_dir: Path = SCENARIO_DIR) -> list[str]:
+    """Scenarios written for one protocol (scenarios/protocols/*.toml), by
+    the name --scenario takes: 'protocols/NAME'.  Not in the matrix."""
+    return sorted(f"{PROTOCOLS}/{p.stem}" for p in (search_dir / PROTOCOLS).glob("*.toml"))
 
 
 DEFAULT = parse_scenario({
@@ -400,4 +500,5 @@ DEFAULT = parse_scenario({
 }, "(built-in)", "default")
 
 __all__ = ["Scenario", "Step", "Settings", "ScenarioError", "load_scenario", "parse_scenario",
-           "named_scenarios", "STEPS", "SETTINGS", "DEFAULT", "ENDINGS", "parse_signal"]
+           "named_scenarios", "protocol_scenarios", "compile_match", "STEPS", "SETTINGS",
+           "DEFAULT", "ENDINGS", "MIN_QUIET_MS", "parse_signal"]
