@@ -518,8 +518,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
-    from .drive.scenario import ScenarioError, load_scenario, named_scenarios
-    for name in named_scenarios():
+    from .drive.scenario import ScenarioError, load_scenario, named_scenarios, protocol_scenarios
+    for name in named_scenarios() + protocol_scenarios():
         try:
             print(f"{name:22} {load_scenario(name).description}")
         except ScenarioError as exc:
