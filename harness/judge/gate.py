@@ -17,7 +17,7 @@ from typing import Iterable
 from ..drive.launch import Target
 from ..model import Outcome, Verdict
 from ..runner import RunOptions, RunResult
-from .frames import best_stack, own_frames
+from .frames import best_stack, shown_frames, signature
 from .patterns import Expectation, Pattern
 
 
@@ -170,10 +170,15 @@ def evaluate(case: Case, run: RunResult, baseline: dict[str, str]) -> CaseResult
 
 
 def first_own_frames(result: CaseResult, limit: int = 3) -> list[str]:
+    """Each counted finding of a failing case, new ones first: its kind and
+    where it is (the program's own frames, or the whole stack when none is)."""
     program = result.run.program
+    new = set(result.new_signatures)
+    counted = sorted(result.run.counted(), key=lambda f: signature(f, program) not in new)
     out = []
-    for finding in result.run.judgement.findings:
-        frames = own_frames(best_stack(finding), program, limit)
+    for finding in counted:
+        frames = shown_frames(best_stack(finding), program, limit)
         if frames:
-            out.append(f"{finding.kind}: " + " < ".join(f.where() for f in frames))
+            amount = f" ({finding.bytes:,} bytes)" if finding.bytes else ""
+            out.append(f"{finding.kind}{amount}: " + " < ".join(f.where() for f in frames[:8]))
     return out
