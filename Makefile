@@ -16,6 +16,10 @@ PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 DEB_PACKAGES := libuv1-dev valgrind python3-pytest python3-pytest-xdist \
                 python3-hypothesis pkg-config gcc make
+# The reports' tests: SARIF checked against its schema, the install into a
+# venv, the page rendered by a real browser (and CJK fonts for the seeds).
+REPORT_PACKAGES := python3-jsonschema python3-venv python3-setuptools python3-wheel \
+                   chromium fonts-noto-cjk
 # SANITIZE=address builds the AddressSanitizer+LeakSanitizer+UBSan tree
 # (build/asan/), which `--detector asan` runs natively.
 SANITIZE ?=
@@ -55,7 +59,7 @@ help:
 	@echo "make soak    the long reliability runs (minutes)"
 
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+	@missing=$$(for p in $(DEB_PACKAGES) $(REPORT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	echo "missing Debian packages:" $$missing; \
