@@ -21,6 +21,10 @@ DEB_PACKAGES := libuv1-dev valgrind python3-pytest python3-pytest-xdist \
 # nginx-light, or nginx where the distribution has no light flavour.
 SERVER_PACKAGES := memcached redis-server mosquitto nginx-light
 POLICY_RC := /usr/sbin/policy-rc.d
+# The reports' tests: SARIF checked against its schema, the install into a
+# venv, the page rendered by a real browser (and CJK fonts for the seeds).
+REPORT_PACKAGES := python3-jsonschema python3-venv python3-setuptools python3-wheel \
+                   chromium fonts-noto-cjk
 # SANITIZE=address builds the AddressSanitizer+LeakSanitizer+UBSan tree
 # (build/asan/), which `--detector asan` runs natively.
 SANITIZE ?=
@@ -61,7 +65,7 @@ help:
 
 deps:
 	@installed() { dpkg-query -W -f='$${Status}\n' $$1 2>/dev/null | grep -q '^install ok installed'; }; \
-	missing=$$(for p in $(DEB_PACKAGES) $(SERVER_PACKAGES); do \
+	missing=$$(for p in $(DEB_PACKAGES) $(SERVER_PACKAGES) $(REPORT_PACKAGES); do \
 	  installed $$p || { [ $$p = nginx-light ] && installed nginx; } || echo $$p; done | xargs); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	echo "missing Debian packages:" $$missing; \

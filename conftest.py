@@ -3,6 +3,8 @@ directory per test for run output."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,16 @@ def run_pattern(build_dir: Path, tmp_path: Path):
         return run_case(target, load_scenario(scenario), out, options)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def demo_report(tmp_path_factory, build_dir) -> tuple[Path, str]:
+    """`make demo`'s run (every pair under every detector on its trigger,
+    every server on every scenario under memcheck) and its report folder,
+    once per session: the modules that use it share the xdist group
+    "reports", so one worker runs them all."""
+    out = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([sys.executable, "-m", "harness", "demo", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    return out, proc.stdout

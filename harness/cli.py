@@ -22,7 +22,7 @@ from .drive import launch
 from .drive.launch import TargetError
 from .model import Verdict
 from .options import OptionError, add_run_options
-from .paths import REPORTS
+from .paths import CHECKOUT, REPORTS
 from .timeouts import multiplier
 
 EXIT_CLEAN, EXIT_FINDING, EXIT_USAGE, EXIT_UNDECIDED = 0, 1, 2, 3
@@ -228,6 +228,7 @@ def resolve_target(args: argparse.Namespace):
                       name=Path(argv[0]).name[:64] or "server"), None, "cmd"
     if not getattr(args, "pattern", None):
         raise UsageError("name a PATTERN (one of the project's servers) or give --cmd")
+    require_checkout(f"PATTERN {args.pattern!r}")
     try:
         pattern = find_pattern(args.pattern)
         variant = args.variant or ("buggy" if pattern.is_pair else "main")
@@ -239,6 +240,13 @@ def resolve_target(args: argparse.Namespace):
                          f"{' SANITIZE=address' if 'asan' in binary.parts else ''}' first")
     return Target(argv=[str(binary), "--port", "0"], port_mode="announce", host=args.host,
                   name=f"{pattern.name}-{variant}"), pattern, variant
+
+
+def require_checkout(what: str) -> None:
+    """The project's own servers live in its repository, not in the package."""
+    if not CHECKOUT:
+        raise UsageError(f"{what}: the project's servers are in a checkout of leak-harness, not in "
+                         "the installed package; run your own server with --cmd")
 
 
 def check_program(program: str, cwd: str | None) -> None:
@@ -362,8 +370,16 @@ def _run_load(args, target, scenario, options, out_base: Path, out) -> int:
     fit = growth.slope(points)
     print(fit.describe(), file=out)
     worst = max((r.verdict for r in results), key=lambda v: v.rank)
-    write_json({"verdict": worst.label, "slope": fit.to_json(),
-                "runs": [r.to_json() for r in results]}, args.json)
+    data = {"verdict": worst.label, "slope": fit.to_json(), "runs": [r.to_json() for r in results]}
+    page = out_base / f"{target.name}-{scenario.name}-load.html"
+    try:
+        from .report.html import load_page
+        page.write_text(load_page(dict(data, name=target.name, scenario=scenario.name,
+                                       describe=fit.describe()), out_base), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{page}: cannot write: {exc.strerror}") from None
+    print(f"plot: {_rel(page)}", file=out)
+    write_json(data, args.json)
     return exit_status(worst)
 
 
@@ -400,22 +416,61 @@ def _baseline(args: argparse.Namespace) -> dict[str, str]:
 
 def _check_gate_outputs(args: argparse.Namespace) -> Path:
     out_dir = writable_dir("--out", Path(args.out) if args.out else REPORTS)
-    for option, dest in (("--json", args.json), ("--sarif", args.sarif),
+    for option, dest in (("--json", args.json), ("--sarif", args.sarif), ("--junit", args.junit),
                          ("--write-baseline", args.write_baseline)):
         writable_file(option, dest)
     return out_dir
 
 
-def _finish_gate(results, args: argparse.Namespace, out_dir: Path) -> int:
-    from .judge.gate import baseline_text, first_own_frames
-    from .model import Outcome
-    from .report.pages import summary, write_all
+# Options that do not change what a gate runs or how it judges: shards of
+# one gate may differ in them (report merge checks the rest is the same).
+_NOT_THE_GATE = {"out", "json", "sarif", "junit", "write_baseline", "jobs", "shard", "func", "command"}
+
+
+def gate_identity(args: argparse.Namespace, cases) -> dict:
+    """What `report merge` checks shards against: the same command with the
+    same options and scenarios (a hash), and the unsharded gate's cases."""
+    import hashlib
+    import json
+    options = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_THE_GATE}
+    key = hashlib.sha256(json.dumps([args.command, options, [c.id for c in cases]],
+                                    default=str).encode()).hexdigest()[:16]
+    return {"command": args.command, "key": key, "shard": args.shard, "total": len(cases),
+            "order": {c.id: i for i, c in enumerate(cases)}}
+
+
+def _shard(cases, spec: str | None):
+    from .matrix import shard
+    try:
+        return shard(cases, spec)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _gate_failure_lines(r) -> list[str]:
+    """Under a failing case's FAIL line: its top frames, notes, the
+    server's output when it did not start, and its log."""
+    from .judge.gate import first_own_frames
+    lines = first_own_frames(r)[:3]
+    lines += [f"note: {visible(n, 1000)}" for n in r.run.play.notes]
+    if r.run.startup_output:
+        lines.append("server output (end):")
+        lines += [f"  {visible(line)}" for line in r.run.startup_output.splitlines()[-10:]]
+    lines.append(f"log: {_rel(r.run.log_path)}")
+    return lines
+
+
+def _finish_gate(results, args: argparse.Namespace, out_dir: Path, baseline: dict[str, str],
+                 gate: dict) -> int:
+    from .judge.gate import baseline_text
+    from .report.write import write_all
     out = human(args)
     try:
-        paths = write_all(results, out_dir, Path(args.sarif) if args.sarif else None)
+        data, paths = write_all(results, out_dir, baseline=baseline, gate=gate,
+                                sarif_path=Path(args.sarif) if args.sarif else None,
+                                junit_path=Path(args.junit) if args.junit else None)
     except OSError as exc:
         raise UsageError(f"{exc.filename or out_dir}: cannot write the report: {exc.strerror}") from None
-    data = summary(results)
     write_json(data, args.json)
     if args.write_baseline:
         try:
@@ -427,17 +482,18 @@ def _finish_gate(results, args: argparse.Namespace, out_dir: Path) -> int:
     failing = [r for r in results if r.outcome.fails]
     for r in failing:
         print(f"FAIL {r.case.id}: {r.outcome.label}: {visible(r.message, 1000)}", file=out)
-        for line in first_own_frames(r)[:3]:
+        for line in _gate_failure_lines(r):
             print(f"    {line}", file=out)
-        print(f"    log: {_rel(r.run.log_path)}", file=out)
     counts = ", ".join(f"{n} {k}" for k, n in data["counts"].items())
-    print(f"{'PASSED' if not failing else 'FAILED'}: {len(results)} cases ({counts})", file=out)
-    print(f"report: {_rel(paths['html'])} (also {paths['md'].name}, {paths['json'].name})", file=out)
-    if not failing:
-        return EXIT_CLEAN
-    if all(r.outcome is Outcome.UNRESOLVED for r in failing):
-        return EXIT_UNDECIDED
-    return EXIT_FINDING
+    shard = f" (shard {args.shard} of the gate's {gate['total']})" if args.shard else ""
+    print(f"{'PASSED' if not failing else 'FAILED'}: {len(results)} cases{shard} ({counts})", file=out)
+    also = ", ".join(p.name for k, p in paths.items() if k != "html")
+    print(f"report: {_rel(paths['html'])} (also {also})", file=out)
+    return gate_exit(data["outcome"])
+
+
+def gate_exit(outcome: str) -> int:
+    return {"pass": EXIT_CLEAN, "unresolved": EXIT_UNDECIDED}.get(outcome, EXIT_FINDING)
 
 
 def _detectors(chosen: list[str] | None) -> tuple[str, ...]:
@@ -451,8 +507,9 @@ def _detectors(chosen: list[str] | None) -> tuple[str, ...]:
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     from .judge.patterns import all_patterns
-    from .matrix import project_cases, run_cases, shard
+    from .matrix import project_cases, run_cases
 
+    require_checkout("matrix")
     patterns = all_patterns()
     if args.pattern:
         known = {p.name: p for p in patterns}
@@ -470,19 +527,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                                      f"{' SANITIZE=address' if detector == 'asan' else ''}' first")
     args.detector = "memcheck"
     options = run_options(args, pattern=True)
-    try:
-        cases = shard(project_cases(patterns, options, detectors,
-                                    variants=tuple(args.variant) if args.variant else None),
-                      args.shard)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    every = project_cases(patterns, options, detectors,
+                          variants=tuple(args.variant) if args.variant else None)
+    cases = _shard(every, args.shard)
     out_dir = _check_gate_outputs(args)
     baseline = _baseline(args)
     out = human(args)
     print(f"matrix: {len(cases)} cases, {args.jobs} at a time, detectors: {', '.join(detectors)}",
           file=out, flush=True)
     results = run_cases(cases, out_dir, args.jobs, baseline, _progress(out))
-    return _finish_gate(results, args, out_dir)
+    return _finish_gate(results, args, out_dir, baseline, gate_identity(args, every))
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -504,17 +558,52 @@ def cmd_gate(args: argparse.Namespace) -> int:
     baseline = _baseline(args)
     options.source_dirs = list(args.source_dir) or None
     ids = unique_ids([f"{target.name}-{Path(ref).stem}" for ref in scenarios])
-    cases = [Case(id=case_id, target=target, scenario=ref, expect=Expectation(Verdict.CLEAN),
+    every = [Case(id=case_id, target=target, scenario=ref, expect=Expectation(Verdict.CLEAN),
                   options=options)
              for case_id, ref in zip(ids, scenarios)]
+    cases = _shard(every, args.shard)
     from .matrix import run_cases
     results = run_cases(cases, out_dir, args.jobs, baseline, _progress(human(args)))
-    return _finish_gate(results, args, out_dir)
+    return _finish_gate(results, args, out_dir, baseline, gate_identity(args, every))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .tools.demo import run_demo
+    require_checkout("demo")
     return run_demo(writable_dir("--out", Path(args.out) if args.out else REPORTS), args.jobs)
+
+
+def cmd_report_merge(args: argparse.Namespace) -> int:
+    from .report.merge import MergeError, merge
+    from .report.write import write_data
+    out_dir = Path(args.out)
+    folders = [Path(d) for d in args.dirs]
+    if out_dir.resolve() in [f.resolve() for f in folders]:
+        raise UsageError(f"--out {args.out}: is one of the folders to merge; name a new folder")
+    writable_dir("--out", out_dir)
+    for option, dest in (("--json", args.json), ("--sarif", args.sarif), ("--junit", args.junit)):
+        writable_file(option, dest)
+    try:
+        data = merge(folders, out_dir)
+    except MergeError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        paths = write_data(data, out_dir, Path(args.sarif) if args.sarif else out_dir / "report.sarif",
+                           Path(args.junit) if args.junit else out_dir / "junit.xml")
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or out_dir}: cannot write the report: {exc.strerror}") from None
+    write_json(data, args.json)
+    out = human(args)
+    counts = ", ".join(f"{n} {k}" for k, n in data["counts"].items())
+    verdict = {"pass": "PASSED", "fail": "FAILED", "unresolved": "UNDECIDED"}[data["outcome"]]
+    print(f"{verdict}: {len(data['cases'])} cases from {len(folders)} report folder(s) ({counts})",
+          file=out)
+    for case in data["cases"]:
+        if case["outcome"] in ("fail", "xpass", "timeout", "unresolved"):
+            print(f"FAIL {case['case']}: {case['outcome']}: {visible(case['message'], 1000)}", file=out)
+    print(f"report: {_rel(paths['html'])} (also "
+          + ", ".join(p.name for k, p in paths.items() if k != "html") + ")", file=out)
+    return gate_exit(data["outcome"])
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
@@ -534,8 +623,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message}\n")
 
 
+def program_name() -> str:
+    """`leak-harness` when run as the installed command."""
+    return "leak-harness" if Path(sys.argv[0]).name == "leak-harness" else "python3 -m harness"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python3 -m harness",
+    p = _Parser(prog=program_name(),
                 description="Run TCP servers under valgrind, play scripted clients, judge leaks "
                             "and crashes.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -583,10 +677,14 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--write-baseline", metavar="PATH",
                        help="write every current finding's signature as accepted")
         q.add_argument("--sarif", metavar="PATH", help="also write SARIF 2.1.0 for code scanning")
+        q.add_argument("--junit", metavar="PATH",
+                       help="also write JUnit XML (one testcase per case) for the CI's test view")
+        q.add_argument("--shard", metavar="I/N",
+                       help="run the I-th of N deterministic slices (merge the folders with "
+                            "'report merge')")
 
     pm = sub.add_parser("matrix", help="every pair's variants against their scenarios")
     pm.add_argument("--pattern", action="append", help="only this server (repeatable)")
-    pm.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic slices")
     pm.add_argument("--variant", action="append", choices=("buggy", "fixed", "main"),
                     help="only these variants (repeatable)")
     pm.add_argument("--detectors", "--detector", dest="detectors", action="append",
@@ -611,6 +709,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ps = sub.add_parser("scenarios", help="list the named scenarios")
     ps.set_defaults(func=cmd_scenarios)
+
+    prep = sub.add_parser("report", help="work on report folders (report merge)")
+    rsub = prep.add_subparsers(dest="report_command", required=True, parser_class=_Parser)
+    prm = rsub.add_parser("merge", help="merge the report folders of a gate's shards into one report")
+    prm.add_argument("dirs", nargs="+", metavar="DIR", help="a shard's report folder (--out)")
+    prm.add_argument("--out", required=True, help="the merged report's folder")
+    prm.add_argument("--json", metavar="PATH|-", help="write the merged summary.json here too")
+    prm.add_argument("--sarif", metavar="PATH", help="SARIF path (default OUT/report.sarif)")
+    prm.add_argument("--junit", metavar="PATH", help="JUnit XML path (default OUT/junit.xml)")
+    prm.set_defaults(func=cmd_report_merge)
 
     from .tools.bisect import add_parser as add_bisect_parser
     add_bisect_parser(sub)

@@ -26,8 +26,14 @@ def heap_lines(heap: HeapSummary, errors=None) -> list[str]:
                 parts.append(f"{name.replace('_', ' ')}: {amount.bytes:,} bytes in {amount.blocks:,} blocks")
         if parts:
             lines.append("LEAK SUMMARY: " + "; ".join(parts))
+    if heap.suppressed is not None and heap.suppressed.bytes:
+        lines.append(f"suppressed: {heap.suppressed.bytes:,} bytes in {heap.suppressed.blocks:,} "
+                     "blocks (leaks matched by a suppressions file)")
     if errors is not None:
-        lines.append(f"ERROR SUMMARY: {errors.count} errors from {errors.contexts} contexts")
+        line = f"ERROR SUMMARY: {errors.count} errors from {errors.contexts} contexts"
+        if errors.suppressed:
+            line += f" (suppressed: {errors.suppressed} from {errors.suppressed_contexts})"
+        lines.append(line)
     return lines
 
 

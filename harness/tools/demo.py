@@ -11,7 +11,8 @@ from ..judge.gate import CaseResult
 from ..judge.patterns import all_patterns
 from ..matrix import project_cases, run_cases
 from ..model import DETECTORS, Verdict
-from ..report.pages import detector_markdown, summary, write_all
+from ..report.markdown import detector_markdown
+from ..report.write import write_all
 from ..report.terminal import heap_lines
 
 WIDTH = 78
@@ -132,7 +133,7 @@ def run_demo(out_dir: Path, jobs: int = 2) -> int:
     if tty:
         _say("\r" + " " * WIDTH)
     by_id = {r.case.id: r for r in results}
-    data = summary(results)
+    data, paths = write_all(results, out_dir, gate={"command": "demo", "key": "demo"})
     for pattern in all_patterns():
         if not pattern.is_pair:
             continue
@@ -147,7 +148,6 @@ def run_demo(out_dir: Path, jobs: int = 2) -> int:
     _say("Which detector sees which bug (* = not named in the manifest, never gating):")
     for line in detector_markdown(data["detectors"])[:-2]:
         _say("  " + line)
-    paths = write_all(results, out_dir)
     failing = [r for r in results if r.outcome.fails]
     _say("")
     _say(f"{len(results)} cases in {time.monotonic() - started:.0f}s: "
