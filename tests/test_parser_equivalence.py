@@ -112,15 +112,30 @@ def test_big_logs(budget: int) -> None:
 
 
 # -- XML -----------------------------------------------------------------------
-def same_xml(data: bytes) -> None:
+def with_budget(old: dict, budget: int) -> dict:
+    """The frozen XML parser's result as it is with a findings budget: the
+    first `budget` findings kept, the rest counted; summaries unchanged."""
+    if isinstance(old, tuple):
+        return old
+    [proc] = old["processes"]
+    kept = proc["findings"][:budget]
+    return old | {"processes": [proc | {"findings": kept,
+                                        "dropped_findings": len(proc["findings"]) - len(kept)}]}
+
+
+def same_xml(data: bytes, budget: int | None = None) -> None:
     old = outcome(vgxml_v1.parse_xml, data)
-    assert outcome(vgxml.parse_xml, data) == old
-    assert outcome(vgxml.parse_xml, io.BytesIO(data)) == old
+    if budget is None:
+        assert outcome(vgxml.parse_xml, data) == with_budget(old, 5000)
+        assert outcome(vgxml.parse_xml, io.BytesIO(data)) == with_budget(old, 5000)
+    else:
+        assert outcome(vgxml.parse_xml, data, max_findings=budget) == with_budget(old, budget)
 
 
+@pytest.mark.parametrize("budget", [None, 0, 1, 2])
 @pytest.mark.parametrize("name", XML_LOGS)
-def test_every_recorded_xml_log(name: str) -> None:
-    same_xml((INPUTS / name).read_bytes())
+def test_every_recorded_xml_log(name: str, budget: int | None) -> None:
+    same_xml((INPUTS / name).read_bytes(), budget)
 
 
 @pytest.mark.parametrize("name", XML_LOGS)
@@ -128,11 +143,14 @@ def test_xml_cut_anywhere(name: str) -> None:
     data = (INPUTS / name).read_bytes()
     for cut in range(0, len(data), 37):
         same_xml(data[:cut])
+        same_xml(data[:cut], 1)
 
 
-def test_big_xml() -> None:
+def test_big_xml_past_the_budget() -> None:
     data = repeat_xml_errors((INPUTS / "leaks.xml").read_bytes(), 1300)
-    assert len(outcome(vgxml_v1.parse_xml, data)["processes"][0]["findings"]) > 5000
+    old = outcome(vgxml_v1.parse_xml, data)
+    assert len(old["processes"][0]["findings"]) > 5000
+    assert outcome(vgxml.parse_xml, data, max_findings=10**9) == old
     same_xml(data)
 
 
@@ -193,10 +211,38 @@ def test_same_on_prefixed_junk(parts, budget: int) -> None:
 
 
 @FUZZ
-@given(name=st.sampled_from(XML_LOGS), data=st.data())
-def test_same_on_corrupted_xml(name: str, data) -> None:
+@given(name=st.sampled_from(XML_LOGS), data=st.data(), budget=st.sampled_from([0, 1, 5000]))
+def test_same_on_corrupted_xml(name: str, data, budget: int) -> None:
     xml = bytearray((INPUTS / name).read_bytes())
     for _ in range(data.draw(st.integers(1, 10))):
         i = data.draw(st.integers(0, len(xml) - 1))
         xml[i] = data.draw(st.integers(0, 255))
-    same_xml(bytes(xml))
+    same_xml(bytes(xml), budget)
+
+
+XML_TAGS = ["valgrindoutput", "error", "pid", "ppid", "tool", "line", "state", "pair", "count",
+            "fatal_signal", "stack", "frame", "fn", "file", "obj", "kind", "what", "xwhat",
+            "leakedbytes", "leakedblocks", "text", "auxwhat", "xauxwhat", "origin", "signo",
+            "signame", "event", "siaddr", "status", "errorcounts", "other"]
+XML_TEXTS = ["", " ", "12", " 7 ", "x1", "FINISHED", "Command: ./a b", "Leak_DefinitelyLost",
+             "Leak_PossiblyLost", "InvalidRead", "64 (16 direct, 48 indirect) bytes", "(, direct, 1 indirect)",
+             "SIGSEGV", "0x0", "main", "a.c"]
+elements = st.recursive(
+    st.tuples(st.sampled_from(XML_TAGS), st.sampled_from(XML_TEXTS), st.just([])),
+    lambda inner: st.tuples(st.sampled_from(XML_TAGS), st.sampled_from(XML_TEXTS),
+                            st.lists(inner, max_size=5)),
+    max_leaves=40)
+
+
+def xml_of(elem) -> str:
+    tag, text, children = elem
+    return f"<{tag}>{text}{''.join(map(xml_of, children))}</{tag}>"
+
+
+@FUZZ
+@given(elements, st.floats(0, 1), st.sampled_from([0, 1, 5000]))
+def test_same_on_any_tree_of_valgrinds_tags(tree, cut: float, budget: int) -> None:
+    """Any nesting of the elements the parser reads, whole or cut short."""
+    doc = ('<?xml version="1.0"?>\n' + xml_of(tree)).encode()
+    same_xml(doc, budget)
+    same_xml(doc[:int(len(doc) * cut)], budget)
