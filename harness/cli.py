@@ -90,6 +90,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
     exit_info = ExitInfo(returncode=-fatal.number if fatal else None, stop_signal=stop)
     judgement = judge(log, exit_info, policy)
     index = SourceIndex.scan([Path(d) for d in args.source_dir] or [path.parent, Path.cwd()])
+    from .report.jsonout import findings_json, write_json
     data = {
         "log": str(path), "verdict": judgement.verdict.label, "reasons": judgement.reasons,
         "fatal_signal": fatal.name if fatal else None,
@@ -98,17 +99,18 @@ def cmd_parse(args: argparse.Namespace) -> int:
         "heap": log.main.heap.to_json(), "complete": log.complete,
         "processes": [{"pid": p.pid, "complete": p.complete, "command": p.command}
                       for p in log.processes],
-        "findings": [f.to_json() for f in judgement.findings], "leak_kinds": policy.describe(),
+        # Encoded one by one as they are written: up to 5,000 findings.
+        "findings": findings_json(judgement.findings), "leak_kinds": policy.describe(),
     }
     if args.json == "-":
-        _write_json(data, "-")
+        write_json(data, "-")
     else:
         print(f"{path}: {judgement.verdict.label}")
         for reason in judgement.reasons:
             print(f"  {reason}")
         for line in fatal_lines(log, index) + finding_lines(log, index) + process_lines(log.main):
             print(f"  {line}")
-        _write_json(data, args.json)
+        write_json(data, args.json)
     return exit_status(judgement.verdict)
 
 
