@@ -325,7 +325,8 @@ class _ProcessParser:
             return
         first = block[0]
         head = first if first.__class__ is str else first[0](first[1][0]).strip()
-        if head[:1].isdecimal() and not _RELISTED.match(head):
+        if head[:1].isdecimal():
+            # (A loss record's headline is never an error listed again.)
             text = _DELTA.sub("", head) if "(+" in head or "(-" in head else head
             if (m := _LOSS.match(text)):
                 if self.budget.take():
@@ -458,7 +459,7 @@ class _ProcessParser:
             self.proc.dropped_findings += 1     # counted, not built
             return
         body = lines[start:]
-        if "" in body or any(map(str.startswith, body, repeat("Locks held:"))):
+        if "" in body or "Locks held:" in "\n".join(body):
             body = [t for t in body if t and not t.startswith("Locks held:")]
         lines = body or lines
         head = lines[0]
@@ -499,11 +500,12 @@ class _Budget:
         return True
 
 
-# In a batch of one process's lines: the newline before a line that
-# _ProcessParser.feed must see (blank, 'begin', 'end', 'ERROR SUMMARY: ...',
-# 'For ...', odd whitespace); every other line is kept as it is.
-_FED_AFTER = r"(?= *+(?:[EF\s]|(?:begin|end)[^\S\n]*\n))"
-_BATCH = 2048
+# In a batch of one process's lines (each starts with the same '==PID=='):
+# the newline before a line that _ProcessParser.feed must see (blank, 'begin',
+# 'end', 'ERROR SUMMARY: ...', 'For ...', odd whitespace); every other line is
+# kept as it is.
+_FED = re.compile(r"\n==[^=\n]*==(?= *+(?:[EF\s]|(?:begin|end)[^\S\n]*\n))")
+_BATCH = 1024       # lines: a batch stays in the CPU's caches
 
 
 class _LogParser:
@@ -523,9 +525,6 @@ class _LogParser:
         # with no regex.  None yet: the empty tuple, which no line starts with.
         self.prefix: str | tuple = ()
         self.parser: _ProcessParser | None = None
-        # Per prefix: the regex that finds the lines to feed in a batch, and
-        # the itemgetter that cuts the prefix off a line.
-        self.fed: dict[str, tuple[re.Pattern, itemgetter]] = {}
 
     def feed(self, lines: Iterable[str]) -> None:
         """Batches of lines: those of one process, each ending with one
@@ -557,22 +556,17 @@ class _LogParser:
         # Every newline ends a line, so each line starts with the prefix.
         if not joined.startswith(prefix) or joined.count("\n" + prefix) != n - 1:
             return False
-        if prefix not in self.fed:
-            if len(self.fed) >= 64:         # a log of many processes
-                self.fed.clear()
-            self.fed[prefix] = (re.compile("\n" + re.escape(prefix) + _FED_AFTER),
-                                itemgetter(slice(len(prefix), None)))
-        fed, cut = self.fed[prefix]
         parser, size, blank = self.parser, len(prefix), prefix + " " + end
-        keep = parser.block.append
+        cut = itemgetter(slice(size, None))
+        keep, flush = parser.block.append, parser.flush
         done = 0
-        for m in fed.finditer("\n" + joined):
+        for m in _FED.finditer("\n" + joined):
             index = bisect_right(ends, m.start())   # the line after that newline
             if index > done:
                 keep((cut, lines[done:index]))
             line = lines[index]
             if line == blank and not parser.marked:
-                parser.flush()                     # the usual end of a record
+                flush()                            # the usual end of a record
             else:
                 body = line.rstrip("\r\n")
                 parser.feed(body[size + 1:] if body[size:size + 1] == " " else body[size:])
