@@ -172,9 +172,8 @@ def parse_frame(text: str) -> Frame | None:
     m = _FRAME.match(text)
     if not m:
         return None
-    line = m.group("line")
-    return Frame(fn=m.group("fn"), file=m.group("file") or None,
-                 line=int(line) if line else None, obj=m.group("obj"))
+    fn, obj, file, line = m.groups()
+    return Frame(fn=fn, file=file or None, line=int(line) if line else None, obj=obj)
 
 
 class _Frames(dict):
