@@ -238,10 +238,11 @@ class ValgrindLog:
         return [f for p in self.processes for f in p.findings]
 
 
-# A line that may open, close or end a record ('', 'begin', 'end', 'ERROR
-# SUMMARY: ...', 'For ... detected', odd whitespace) goes through
-# _ProcessParser.feed: any text of 5 characters at most, or starting with one
-# of these; any other is a line of the record, kept.
+# Read line by line (_LogParser.one_by_one), a line goes through
+# _ProcessParser.feed when its text has 5 characters at most or starts with
+# one of these: it may open, close or end a record ('', 'begin', 'end',
+# 'ERROR SUMMARY: ...', 'For ... detected', odd whitespace).  Any other line
+# is a line of the record, kept as it is.
 _CAREFUL_FIRST = frozenset(c for c in map(chr, range(0x3000 + 1))    # U+3000: the last space
                             if c.isspace()) | {"E", "F"}
 _CLOSING = ("ERROR SUMMARY:", "For lists of detected", "For counts of detected")
@@ -266,8 +267,8 @@ def _texts(block: list) -> list[str]:
 
 
 class _RawFrames(dict):
-    """Frames by the raw line of a run ('==PID==    at 0x...: f (a.c:1)\n'):
-    a log's frame lines repeat, and most are never stripped at all."""
+    """Frames by the raw line of a run ('==PID==    at 0x...: f (a.c:1)' and
+    its newline): a log's frame lines repeat, and most are never stripped."""
 
     LIMIT = 50_000
 
