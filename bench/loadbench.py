@@ -54,7 +54,7 @@ class Workload:
     connections: int = 8
     depth: int = 8
     length: int = 64
-    seconds: float = 0.5
+    seconds: float = 0.3
 
     def args(self) -> list[str]:
         return ["--connections", str(self.connections), "--depth", str(self.depth),
@@ -166,8 +166,10 @@ def pairs() -> list[str]:
 def bench(workload: Workload, rounds: int, progress=print) -> dict:
     echo = SERVERS / "echo" / "echo"
     out = {"workload": workload.describe(), "rounds": rounds, "pairs": {}}
-    progress("  echo ...")
-    out["echo"] = summary([run_once(echo, workload) for _ in range(rounds)])
+    progress("  echo against itself ...")
+    noise = compare(echo, echo, workload, rounds)
+    out["echo"] = noise["a"]
+    out["noise"] = {"ratio": noise["ratio"], "cpu_ratio": noise["cpu_ratio"]}
     for pattern in pairs():
         progress(f"  {pattern} ...")
         fixed = SERVERS / pattern / "fixed"

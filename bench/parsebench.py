@@ -12,6 +12,8 @@ As a program (the child):  parsebench.py MODE PATH
             field of every process), to check both give the same results:
             the old one's findings cut to the budget for XML, as the new
             parser keeps 5,000 and counts the rest;
+    new-once
+            one parse and nothing else (what the parse command does first);
   and prints one JSON line: {"seconds": CPU seconds of the parse alone,
   "warm": the same for a second parse in the same process (floor and new
   only; a first parse also pays for the fresh memory it fills), "findings":
@@ -85,14 +87,15 @@ def _digest(log, kind: str, which: str) -> str:
 
 def child(mode: str, path: str) -> dict:
     kind, _, what = mode.partition("-")
-    which, _, digest = what.partition("-")
+    which, _, extra = what.partition("-")
+    digest, once = extra == "digest", extra == "once"
     parse = (_floor_text if kind == "text" else _floor_xml) if which == "floor" \
         else _parser(kind, which)
     t0 = time.process_time()
     log = parse(path)
     seconds = time.process_time() - t0
     warm = None
-    if which in ("floor", "new") and not digest:
+    if which in ("floor", "new") and not (digest or once):
         del log
         t0 = time.process_time()
         log = parse(path)

@@ -47,7 +47,7 @@ ECHO = ROOT / "build" / "servers" / "echo" / "echo"
 LOGSTORM = ROOT / "build" / "progs" / "logstorm"
 REPEATS = int(os.environ.get("BENCH_REPEATS", "10"))
 PARSE_REPEATS = int(os.environ.get("BENCH_PARSE_REPEATS", "5"))
-LOAD_ROUNDS = int(os.environ.get("BENCH_LOAD_ROUNDS", "9"))
+LOAD_ROUNDS = int(os.environ.get("BENCH_LOAD_ROUNDS", "15"))
 SECTIONS = set(os.environ.get("BENCH_SECTIONS", "case,matrix,parser,command,load").split(","))
 SIZES = (1, 10, 50)
 
@@ -163,7 +163,7 @@ def command_figures(path: Path, out: Path) -> dict:
         if cmd[-1].status not in (0, 1):        # a verdict, clean or a finding
             raise RuntimeError(f"harness parse {path}: exit status {cmd[-1].status}")
         alone.append(parsebench.spawn([sys.executable, str(ROOT / "bench" / "parsebench.py"),
-                                       f"{kind}-new", str(path)], cwd=where, env=env))
+                                       f"{kind}-new-once", str(path)], cwd=where, env=env))
         doc = json.loads(dest.read_text())
     c = statistics.median(p.cpu for p in cmd)
     a = statistics.median(p.cpu for p in alone)
@@ -307,7 +307,9 @@ def load_rows(load: dict) -> list[str]:
             f"server, {load['rounds']} rounds of one run each, buggy and fixed alternating which "
             "goes first; figures are medians, ratios the median of the rounds' ratios (the two "
             "runs of a round saw the same machine).  Every echo checked byte for byte.", "",
-            f"| servers/echo | {cell(load['echo'])} |", "|---|---|", "",
+            f"| servers/echo | {cell(load['echo'])} |", "|---|---|",
+            f"| servers/echo against itself, measured the same way (what noise alone gives) | "
+            f"lines/s {load['noise']['ratio']:.3f}, CPU/line {load['noise']['cpu_ratio']:.3f} |", "",
             "| pair | buggy | fixed | fixed/buggy lines/s (goal at least 0.95) | CPU/line fixed/buggy "
             "| the workload and the bug |", "|---|---|---|---|---|---|"]
     for pattern, e in load["pairs"].items():
