@@ -51,6 +51,9 @@ PAIR_SRC := $(wildcard servers/*/buggy.c servers/*/fixed.c)
 PAIR_BIN := $(patsubst servers/%.c,$(BUILD)/servers/%,$(PAIR_SRC))
 PROG_SRC := $(wildcard tests/progs/*.c)
 PROG_BIN := $(patsubst tests/progs/%.c,$(BUILD)/progs/%,$(PROG_SRC))
+# The bench's load generator (a libuv client), optimised: the servers are
+# measured, not it.  Built with the test programs: a test runs it too.
+LOAD_BIN := $(BUILD)/bench/load
 
 .PHONY: help deps servers progs test demo clean repro bench soak
 
@@ -94,7 +97,7 @@ deps:
 	exit $$status
 
 servers: $(SINGLE_BIN) $(PAIR_BIN)
-progs: $(PROG_BIN)
+progs: $(PROG_BIN) $(LOAD_BIN)
 
 $(BUILD)/servers/%: servers/%.c $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p $(@D)
@@ -103,6 +106,10 @@ $(BUILD)/servers/%: servers/%.c $(COMMON_SRC) $(COMMON_HDR)
 $(BUILD)/progs/%: tests/progs/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -w -o $@ $<
+
+$(LOAD_BIN): bench/load.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -O2 $(UV_CFLAGS) -o $@ $< $(UV_LIBS)
 
 test: deps
 	@$(MAKE) --no-print-directory servers progs

@@ -146,6 +146,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
     from .logs.vglog import LogParseError, parse_lines
     from .model import ExitInfo
     from .options import parse_stop_signal
+    from .report.jsonout import findings_json
     from .report.terminal import fatal_lines, finding_lines, process_lines
 
     path = Path(args.log)
@@ -178,7 +179,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
         "heap": log.main.heap.to_json(), "complete": log.complete,
         "processes": [{"pid": p.pid, "complete": p.complete, "command": p.command}
                       for p in log.processes],
-        "findings": [f.to_json() for f in judgement.findings], "leak_kinds": policy.describe(),
+        # Encoded one by one as they are written: up to 5,000 findings.
+        "findings": findings_json(judgement.findings), "leak_kinds": policy.describe(),
     }
     out = human(args)
     exes = [p.command.split()[0] for p in log.processes if p.command]

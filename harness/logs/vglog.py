@@ -17,11 +17,25 @@ accepted, and so are the 'Thread N:' lines heading records of multi-threaded
 programs; the errors -s or -v list again after the ERROR SUMMARY are not
 counted twice.  A process is `complete` once its whole ERROR SUMMARY line has
 been seen: a log cut short (SIGKILL) has none.
+
+Speed (a log can be hundreds of MB): lines come in batches; a batch of one
+process's lines (the usual case) is checked with a few string counts, the
+few lines that open or close a record are found with one regex over it, and
+the others are kept as they came, in slices.  A record is classified by its
+first line: a loss record past the findings budget is only counted, its
+lines never stripped.  Frames are parsed once per distinct text (a log
+repeats a few hundred frames thousands of times; Frame is frozen, so findings
+share them).  Any other batch is read line by line, the current process's
+lines told by their prefix with a string test.  Memory stays flat: a batch,
+one record per process and the bounded frame caches.
 """
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field
+from itertools import accumulate, islice, repeat
+from operator import add, itemgetter
 from typing import Iterable
 
 from ..model import (LEAK_KIND_BY_WORDS, Amount, Aux, ErrorSummary, FatalSignal,
@@ -121,8 +135,17 @@ _THREAD_KINDS: tuple[tuple[re.Pattern, str, str | None], ...] = (
 )
 
 
+# The first character of every headline above (the _ERROR_KINDS prefixes;
+# Possible, Conflicting, Thread, Mutex, Reader-writer lock, Condition variable,
+# Semaphore, Barrier): any other line (a frame, an 'Address ...' part) is no
+# headline, without trying 24 prefixes on it.
+_HEADLINE_FIRST = frozenset([p[0] for p, _ in _ERROR_KINDS] + ["P", "C", "T", "M", "R", "S", "B"])
+
+
 def kind_of_headline(headline: str) -> str | None:
     """The tool's XML kind for an error headline, or None if not an error."""
+    if headline[:1] not in _HEADLINE_FIRST:
+        return None
     for prefix, kind in _ERROR_KINDS:
         if headline.startswith(prefix):
             return kind
@@ -132,9 +155,14 @@ def kind_of_headline(headline: str) -> str | None:
     return None
 
 
+_TOOL_KINDS = [(pattern, tool_kind) for pattern, _, tool_kind in _THREAD_KINDS if tool_kind]
+# The kinds whose headline may have a tool kind: no other headline matches its pattern.
+_TOOL_KIND_KINDS = frozenset(kind for _, kind, tool_kind in _THREAD_KINDS if tool_kind)
+
+
 def _tool_kind(headline: str) -> str | None:
-    for pattern, _, tool_kind in _THREAD_KINDS:
-        if tool_kind and pattern.match(headline):
+    for pattern, tool_kind in _TOOL_KINDS:
+        if pattern.match(headline):
             return tool_kind
     return None
 
@@ -144,9 +172,21 @@ def parse_frame(text: str) -> Frame | None:
     m = _FRAME.match(text)
     if not m:
         return None
-    line = m.group("line")
-    return Frame(fn=m.group("fn"), file=m.group("file") or None,
-                 line=int(line) if line else None, obj=m.group("obj"))
+    fn, obj, file, line = m.groups()
+    return Frame(fn=fn, file=file or None, line=int(line) if line else None, obj=obj)
+
+
+class _Frames(dict):
+    """parse_frame by the frame's text, each distinct text parsed once:
+    frames[text] is its Frame or None.  Bounded: emptied when full."""
+
+    LIMIT = 50_000
+
+    def __missing__(self, text: str) -> Frame | None:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        frame = self[text] = parse_frame(text)
+        return frame
 
 
 @dataclass
@@ -198,22 +238,62 @@ class ValgrindLog:
         return [f for p in self.processes for f in p.findings]
 
 
-class _Block:
-    """The lines of one record (up to a blank line), with their indentation."""
+# Read line by line (_LogParser.one_by_one), a line goes through
+# _ProcessParser.feed when its text has 5 characters at most or starts with
+# one of these: it may open, close or end a record ('', 'begin', 'end',
+# 'ERROR SUMMARY: ...', 'For ... detected', odd whitespace).  Any other line
+# is a line of the record, kept as it is.
+_CAREFUL_FIRST = frozenset(c for c in map(chr, range(0x3000 + 1))    # U+3000: the last space
+                            if c.isspace()) | {"E", "F"}
+_CLOSING = ("ERROR SUMMARY:", "For lists of detected", "For counts of detected")
+_LAST = itemgetter(slice(-1, None))
 
-    def __init__(self) -> None:
-        self.lines: list[tuple[int, str]] = []
 
-    def add(self, text: str) -> None:
-        stripped = text.lstrip(" ")
-        self.lines.append((len(text) - len(stripped), stripped.rstrip()))
+def _texts(block: list) -> list[str]:
+    """A block's lines as stored texts.  An entry is a stored text, or a run
+    of lines kept as they came ('==PID==' and newline included) with the
+    itemgetter that cuts their prefix off: stripped only when their record
+    is read in full (a loss record never is, see _ProcessParser.flush)."""
+    out: list[str] = []
+    for entry in block:
+        if entry.__class__ is str:
+            out.append(entry)
+        else:
+            cut, lines = entry
+            # A kept line has no whitespace but spaces before its text, so
+            # strip() is the stored text's lstrip(" ").rstrip().
+            out.extend(map(str.strip, map(cut, lines)))
+    return out
+
+
+class _RawFrames(dict):
+    """Frames by the raw line of a run ('==PID==    at 0x...: f (a.c:1)' and
+    its newline): a log's frame lines repeat, and most are never stripped."""
+
+    LIMIT = 50_000
+
+    def __init__(self, frames: _Frames) -> None:
+        super().__init__()
+        self.frames = frames
+
+    def __missing__(self, line: str) -> Frame | None:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        frame = self[line] = self.frames[line[line.index("==", 2) + 2:].strip()]
+        return frame
 
 
 class _ProcessParser:
-    def __init__(self, pid: int, budget: "_Budget") -> None:
+    def __init__(self, pid: int, budget: "_Budget", frames: _Frames,
+                 raw_frames: _RawFrames) -> None:
         self.proc = ProcessLog(pid=pid)
-        self.block = _Block()
+        # The lines of one record (up to a blank line): stored texts and runs
+        # of raw lines (see _texts).  Emptied in place, never replaced:
+        # _LogParser holds its append.
+        self.block: list = []
         self.budget = budget
+        self.frames = frames
+        self.raw_frames = raw_frames
         self.marked = False
 
     def feed(self, text: str) -> None:
@@ -225,50 +305,82 @@ class _ProcessParser:
             return
         if stripped == "":
             if self.marked:
-                self.block.add("")
+                self.block.append("")
             else:
                 self.flush()
             return
-        if text.startswith(("ERROR SUMMARY:", "For lists of detected", "For counts of detected")):
+        if text.startswith(_CLOSING):
             # The closing lines come without a blank line between them.
             self.flush()
-            self.block.add(text)
+            self.block.append(text.lstrip(" ").rstrip())
             self.flush()
             return
-        self.block.add(text)
+        self.block.append(text.lstrip(" ").rstrip())
 
     def flush(self) -> None:
-        if self.block.lines:
-            self._record(self.block.lines)
-        self.block = _Block()
+        """The block is a record: read it.  A loss record (most of a big
+        log) is read from its first line and the frames of the others."""
+        block = self.block
+        if not block:
+            return
+        first = block[0]
+        head = first if first.__class__ is str else first[0](first[1][0]).strip()
+        if head[:1].isdecimal():
+            # (A loss record's headline is never an error listed again.)
+            text = _DELTA.sub("", head) if "(+" in head or "(-" in head else head
+            if (m := _LOSS.match(text)):
+                if self.budget.take():
+                    self._leak(m, head, self._stack(block))
+                else:
+                    self.proc.dropped_findings += 1     # counted, not built
+                block.clear()
+                return
+        self._record(_texts(block))
+        block.clear()
 
-    def _add_finding(self, finding: Finding) -> None:
-        finding.pid = self.proc.pid
-        if self.budget.take():
-            self.proc.findings.append(finding)
-        else:
-            self.proc.dropped_findings += 1
+    def _stack(self, block: list) -> list[Frame]:
+        """The frames among a block's lines after its first."""
+        stack: list[Frame] = []
+        for i, entry in enumerate(block):
+            if entry.__class__ is str:
+                if i and (frame := self.frames[entry]):
+                    stack.append(frame)
+            else:
+                lines = entry[1] if i else entry[1][1:]
+                stack.extend(filter(None, map(self.raw_frames.__getitem__, lines)))
+        return stack
 
-    def _record(self, lines: list[tuple[int, str]]) -> None:
-        if _RELISTED.match(lines[0][1]):
+    def _record(self, lines: list[str]) -> None:
+        first = lines[0]
+        if first[:1].isdecimal() and _RELISTED.match(first):
             return      # -s/-v: an error listed again (its record, without markers)
-        if len(lines) > 1 and _THREAD.match(lines[0][1]):
+        if first[:1] == "T" and len(lines) > 1 and _THREAD.match(first):
             lines = lines[1:]
-        head = _DELTA.sub("", lines[0][1])
-        if head == "HEAP SUMMARY:":
+            first = lines[0]
+        head = _DELTA.sub("", first) if "(+" in first or "(-" in first else first
+        if head[:1].isdecimal():
+            # Only a loss record, a tool's banner or an error record can
+            # start with a digit (no summary, no signal line does).
+            if (m := _LOSS.match(head)):
+                self._loss_record(m, lines)
+                return
+        elif head == "HEAP SUMMARY:":
             self._heap_summary(lines[1:])
+            return
         elif head == "LEAK SUMMARY:":
             self._leak_summary(lines[1:])
+            return
         elif head.startswith("All heap blocks were freed"):
             self.proc.heap.all_freed = True
             self.proc.leak_summary_seen = True
-        elif (m := _ERRSUM.match(head)):
+            return
+        elif head.startswith("ERROR SUMMARY: ") and (m := _ERRSUM.match(head)):
             self.proc.errors = ErrorSummary(_num(m["n"]), _num(m["c"]), _num(m["s"]), _num(m["sc"]))
-        elif (m := _SIGNAL.match(head)):
+            return
+        elif head.startswith("Process terminating ") and (m := _SIGNAL.match(head)):
             self._fatal_signal(m, lines[1:])
-        elif (m := _LOSS.match(head)):
-            self._loss_record(m, lines)
-        elif (m := _TOOL.match(head)):
+            return
+        if head.endswith(" detector") and (m := _TOOL.match(head)):
             self.proc.tool = m.group(1).lower()
             self._header(lines[1:])
         elif head.startswith(("Command:", "Parent PID:")):
@@ -276,16 +388,16 @@ class _ProcessParser:
         else:
             self._error_record(lines)
 
-    def _header(self, lines: list[tuple[int, str]]) -> None:
-        for _, text in lines:
+    def _header(self, lines: list[str]) -> None:
+        for text in lines:
             if text.startswith("Command: "):
                 self.proc.command = text[len("Command: "):]
             elif (m := _PARENT.match(text)):
                 self.proc.parent_pid = int(m.group(1))
 
-    def _heap_summary(self, lines: list[tuple[int, str]]) -> None:
+    def _heap_summary(self, lines: list[str]) -> None:
         self.proc.heap_seen = True
-        for _, raw in lines:
+        for raw in lines:
             text = _DELTA.sub("", raw)
             if text.startswith("in use at exit: "):
                 m = _AMOUNT.match(text[len("in use at exit: "):])
@@ -296,9 +408,9 @@ class _ProcessParser:
                 self.proc.heap.frees = _num(m["frees"])
                 self.proc.heap.allocated_bytes = _num(m["bytes"])
 
-    def _leak_summary(self, lines: list[tuple[int, str]]) -> None:
+    def _leak_summary(self, lines: list[str]) -> None:
         self.proc.leak_summary_seen = True
-        for _, raw in lines:
+        for raw in lines:
             text = _DELTA.sub("", raw)
             name, _, rest = text.partition(": ")
             m = _AMOUNT.match(rest)
@@ -306,11 +418,11 @@ class _ProcessParser:
             if m and attr in HeapSummary.LEAK_FIELDS:
                 setattr(self.proc.heap, attr, Amount(_num(m["bytes"]), _num(m["blocks"])))
 
-    def _fatal_signal(self, m: re.Match, lines: list[tuple[int, str]]) -> None:
+    def _fatal_signal(self, m: re.Match, lines: list[str]) -> None:
         number = int(m["num"])
         sig = FatalSignal(number=number, name=m["name"] or f"SIG{number}")
-        for _, text in lines:
-            frame = parse_frame(text)
+        for text in lines:
+            frame = self.frames[text]
             if frame:
                 sig.stack.append(frame)
             elif sig.fault is None and not sig.stack:
@@ -319,35 +431,52 @@ class _ProcessParser:
                 sig.address = a.group(1) if a else None
         self.proc.fatal_signal = sig
 
-    def _loss_record(self, m: re.Match, lines: list[tuple[int, str]]) -> None:
-        finding = Finding(
-            kind=LEAK_KIND_BY_WORDS[m["kind"]], what=lines[0][1],
+    def _loss_record(self, m: re.Match, lines: list[str]) -> None:
+        if self.budget.take():
+            self._leak(m, lines[0], list(filter(None, map(self.frames.__getitem__, lines[1:]))))
+        else:
+            self.proc.dropped_findings += 1     # counted, not built
+
+    def _leak(self, m: re.Match, what: str, stack: list[Frame]) -> None:
+        self.proc.findings.append(Finding(
+            kind=LEAK_KIND_BY_WORDS[m["kind"]], what=what, stack=stack,
             bytes=_num(m["bytes"]), blocks=_num(m["blocks"]),
             direct_bytes=_num(m["direct"]) if m["direct"] else None,
-            indirect_bytes=_num(m["indirect"]) if m["indirect"] else None)
-        finding.stack = [f for _, t in lines[1:] if (f := parse_frame(t))]
-        self._add_finding(finding)
+            indirect_bytes=_num(m["indirect"]) if m["indirect"] else None, pid=self.proc.pid))
 
-    def _error_record(self, lines: list[tuple[int, str]]) -> None:
+    def _error_record(self, lines: list[str]) -> None:
         if self.proc.errors is not None:
             return      # after the ERROR SUMMARY: -s/-v listing the errors again
         if self.proc.tool_failure is not None:
             return      # valgrind's own crash report (host stacktrace, sched status)
         # helgrind opens a record with thread announcements: start at the error.
-        start = next((i for i, (_, t) in enumerate(lines) if kind_of_headline(t)), 0)
-        lines = [(n, t) for n, t in lines[start:] if t and not t.startswith("Locks held:")] or lines
-        head = lines[0][1]
-        frames = [parse_frame(t) for _, t in lines[1:]]
-        kind = kind_of_headline(head)
+        kind, start = None, 0
+        for i, text in enumerate(lines):
+            if (kind := kind_of_headline(text)):
+                start = i
+                break
+        if kind and self.budget.left <= 0:
+            self.proc.dropped_findings += 1     # counted, not built
+            return
+        body = lines[start:]
+        if "" in body or "Locks held:" in "\n".join(body):
+            body = [t for t in body if t and not t.startswith("Locks held:")]
+        lines = body or lines
+        head = lines[0]
+        frames = list(map(self.frames.__getitem__, lines[1:]))
         if kind is None:
             if not any(frames):
                 if not head.startswith(_INFO_PREFIXES):
                     self.proc.notes.append(head)
                 return
             kind = "Unclassified"
-        finding = Finding(kind=kind, what=head, tool_kind=_tool_kind(head))
+        if not self.budget.take():
+            self.proc.dropped_findings += 1     # counted, not built
+            return
+        finding = Finding(kind=kind, what=head, pid=self.proc.pid,
+                          tool_kind=_tool_kind(head) if kind in _TOOL_KIND_KINDS else None)
         part: Aux | None = None
-        for (_, text), frame in zip(lines[1:], frames):
+        for text, frame in zip(lines[1:], frames):
             if frame is None:
                 part = Aux(what=text)
                 finding.aux.append(part)
@@ -355,7 +484,7 @@ class _ProcessParser:
                 finding.stack.append(frame)
             else:
                 part.stack.append(frame)
-        self._add_finding(finding)
+        self.proc.findings.append(finding)
 
 
 class _Budget:
@@ -371,49 +500,143 @@ class _Budget:
         return True
 
 
+# In a batch of one process's lines (each starts with the same '==PID=='):
+# the newline before a line that _ProcessParser.feed must see (blank, 'begin',
+# 'end', 'ERROR SUMMARY: ...', 'For ...', odd whitespace); every other line is
+# kept as it is.
+_FED = re.compile(r"\n==[^=\n]*==(?= *+(?:[EF\s]|(?:begin|end)[^\S\n]*\n))")
+_BATCH = 1024       # lines: a batch stays in the CPU's caches
+
+
+class _LogParser:
+    """The whole log: each line to the parser of its process."""
+
+    def __init__(self, max_findings: int) -> None:
+        self.parsers: dict[int, _ProcessParser] = {}
+        self.order: list[int] = []
+        self.budget = _Budget(max_findings)
+        self.frames = _Frames()
+        self.raw_frames = _RawFrames(self.frames)
+        self.seen_any = False
+        self.other = 0
+        self.first_other = ""
+        # The '==PID==' of the last process line and its parser: a line that
+        # starts with it is that process's line (what _PREFIX would say),
+        # with no regex.  None yet: the empty tuple, which no line starts with.
+        self.prefix: str | tuple = ()
+        self.parser: _ProcessParser | None = None
+
+    def feed(self, lines: Iterable[str]) -> None:
+        """Batches of lines: those of one process, each ending with one
+        newline (or none at all), in bulk; any other batch line by line."""
+        it = iter(lines)
+        while batch := list(islice(it, _BATCH)):
+            self.one_by_one(batch[:1])      # it may start another process
+            if len(batch) > 1 and not self.in_bulk(batch[1:]):
+                self.one_by_one(batch[1:])
+
+    def in_bulk(self, lines: list[str]) -> bool:
+        """The lines of the current process, if they all are: the few that
+        open or close a record found with one regex over the batch, the
+        others kept as they are in runs."""
+        prefix, n = self.prefix, len(lines)
+        if not prefix:
+            return False
+        joined = "".join(lines)
+        newlines = joined.count("\n")
+        if newlines == 0:                   # str.splitlines(): no line ends
+            joined = "\n".join(lines) + "\n"
+            ends = list(accumulate(map(add, map(len, lines), repeat(1))))
+            end = ""
+        elif newlines == n and set(map(_LAST, lines)) == {"\n"}:
+            ends = list(accumulate(map(len, lines)))
+            end = "\n"
+        else:
+            return False
+        # Every newline ends a line, so each line starts with the prefix.
+        if not joined.startswith(prefix) or joined.count("\n" + prefix) != n - 1:
+            return False
+        parser, size, blank = self.parser, len(prefix), prefix + " " + end
+        cut = itemgetter(slice(size, None))
+        keep, flush = parser.block.append, parser.flush
+        done = 0
+        for m in _FED.finditer("\n" + joined):
+            index = bisect_right(ends, m.start())   # the line after that newline
+            if index > done:
+                keep((cut, lines[done:index]))
+            line = lines[index]
+            if line == blank and not parser.marked:
+                flush()                            # the usual end of a record
+            else:
+                body = line.rstrip("\r\n")
+                parser.feed(body[size + 1:] if body[size:size + 1] == " " else body[size:])
+            done = index + 1
+        if done < n:
+            keep((cut, lines[done:]))
+        return True
+
+    def one_by_one(self, lines: list[str]) -> None:
+        """Any lines: each told apart by its prefix ('==PID==' of the current
+        process tested first, then the regex), stripped and kept or fed."""
+        prefix, parser = self.prefix, self.parser
+        size = len(prefix)
+        keep = parser.block.append if parser else None
+        for line in lines:
+            if line.startswith(prefix):
+                body = line.rstrip("\r\n")
+                if "\n" not in body:            # else _PREFIX's '.' stops: no match
+                    text = body[size:].lstrip(" ").rstrip()
+                    if len(text) > 5 and text[0] not in _CAREFUL_FIRST:
+                        keep(text)              # most lines: a frame, a part of a record
+                    else:
+                        parser.feed(body[size + 1:] if body[size:size + 1] == " " else body[size:])
+                    continue
+            m = _PREFIX.match(line.rstrip("\r\n"))
+            if not m and self.order and _TOOL_FAILURE.match(line.strip()):
+                failed = self.parsers[self.order[-1]]
+                failed.flush()
+                failed.proc.tool_failure = failed.proc.tool_failure or line.strip()
+                continue
+            if not m:
+                if line.strip():
+                    self.other += 1
+                    self.first_other = self.first_other or line.strip()
+                continue
+            self.seen_any = True
+            pid = int(m.group(2))
+            found = self.parsers.get(pid)
+            if found is None:
+                found = self.parsers[pid] = _ProcessParser(pid, self.budget, self.frames,
+                                                                  self.raw_frames)
+                self.order.append(pid)
+            if m.group(1) == "==":
+                prefix = self.prefix = f"=={m.group(2)}=="
+                size, parser, keep = len(prefix), found, found.block.append
+                self.parser = found
+                found.feed(m.group(3))
+            else:
+                found.proc.notes.append(m.group(3))
+
+    def result(self) -> ValgrindLog:
+        if not self.seen_any:
+            if self.other == 0:
+                raise LogParseError("the log is empty: valgrind wrote nothing")
+            if self.first_other.lstrip("\ufeff").startswith(("<?xml", "<valgrindoutput")):
+                raise LogParseError(_XML_HINT)
+            raise LogParseError("not a valgrind log: no line starts with '==PID=='")
+        for parser in self.parsers.values():
+            parser.flush()
+        return ValgrindLog(processes=[self.parsers[pid].proc for pid in self.order])
+
+
 def parse_lines(lines: Iterable[str], max_findings: int = 5000) -> ValgrindLog:
     """Parse a valgrind text log given as lines (a file object will do)."""
-    parsers: dict[int, _ProcessParser] = {}
-    budget = _Budget(max_findings)
-    order: list[int] = []
-    seen_any = False
-    other = 0
-    first_other = ""
-    for line in lines:
-        m = _PREFIX.match(line.rstrip("\r\n"))
-        if not m and order and _TOOL_FAILURE.match(line.strip()):
-            failed = parsers[order[-1]]
-            failed.flush()
-            failed.proc.tool_failure = failed.proc.tool_failure or line.strip()
-            continue
-        if not m:
-            if line.strip():
-                other += 1
-                first_other = first_other or line.strip()
-            continue
-        seen_any = True
-        pid = int(m.group(2))
-        parser = parsers.get(pid)
-        if parser is None:
-            parser = parsers[pid] = _ProcessParser(pid, budget)
-            order.append(pid)
-        if m.group(1) == "==":
-            parser.feed(m.group(3))
-        else:
-            parser.proc.notes.append(m.group(3))
-    if not seen_any:
-        if other == 0:
-            raise LogParseError("the log is empty: valgrind wrote nothing")
-        if first_other.lstrip("\ufeff").startswith(("<?xml", "<valgrindoutput")):
-            raise LogParseError(_XML_HINT)
-        raise LogParseError("not a valgrind log: no line starts with '==PID=='")
-    for parser in parsers.values():
-        parser.flush()
-    return ValgrindLog(processes=[parsers[pid].proc for pid in order])
+    parser = _LogParser(max_findings)
+    parser.feed(lines)
+    return parser.result()
 
 
 def parse_text(text: str, max_findings: int = 5000) -> ValgrindLog:
     if text.lstrip().startswith("<?xml"):
         raise LogParseError(_XML_HINT)
     return parse_lines(text.splitlines(), max_findings)
-
