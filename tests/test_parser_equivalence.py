@@ -18,7 +18,7 @@ from harness.logs import vglog, vgxml
 from oracle import vglog_v1, vgxml_v1
 
 INPUTS = Path(__file__).parent / "inputs"
-TEXT_LOGS = sorted(p.name for p in INPUTS.iterdir() if p.suffix != ".xml")
+TEXT_LOGS = sorted(p.name for p in INPUTS.iterdir() if p.suffix in (".log", ".txt"))
 XML_LOGS = sorted(p.name for p in INPUTS.glob("*.xml"))
 BUDGETS = [5000, 0, 1, 3]
 
