@@ -51,7 +51,7 @@ _XML_HINT = "this is valgrind's XML output: read it with harness.vgxml"
 
 # '==123== text', '--123-- text' (valgrind's own notes), '**123** text'
 _PREFIX = re.compile(r"^(==|--|\*\*)(\d+)\1 ?(.*)$")
-_FRAME = re.compile(r"^(?:at|by) 0x[0-9A-Fa-f]+: (?P<fn>.*?)"
+_FRAME = re.compile(r"^(?:at|by) 0x(?P<addr>[0-9A-Fa-f]+): (?P<fn>.*?)"
                     r"(?: \((?:in (?P<obj>[^()]*)|(?P<file>[^():]*?)(?::(?P<line>\d+))?)\))?$")
 _DELTA = re.compile(r" \([+-]\d[\d,]*\)")
 _LOSS = re.compile(
@@ -172,8 +172,9 @@ def parse_frame(text: str) -> Frame | None:
     m = _FRAME.match(text)
     if not m:
         return None
-    fn, obj, file, line = m.groups()
-    return Frame(fn=fn, file=file or None, line=int(line) if line else None, obj=obj)
+    addr, fn, obj, file, line = m.groups()
+    return Frame(fn=fn, file=file or None, line=int(line) if line else None, obj=obj,
+                 addr=int(addr, 16))
 
 
 class _Frames(dict):

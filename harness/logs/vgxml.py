@@ -44,10 +44,14 @@ def _text(elem: ET.Element | None, tag: str) -> str | None:
 
 
 def _frame(fr: ET.Element) -> Frame:
-    line = _text(fr, "line")
+    line, ip = _text(fr, "line"), _text(fr, "ip")
+    try:
+        addr = int(ip, 16) if ip else None
+    except ValueError:
+        addr = None
     return Frame(fn=_text(fr, "fn") or "???", file=_text(fr, "file"),
                  line=int(line) if line and line.isdigit() else None,
-                 obj=None if _text(fr, "file") else _text(fr, "obj"))
+                 obj=None if _text(fr, "file") else _text(fr, "obj"), addr=addr)
 
 
 class _Frames(dict):
