@@ -272,10 +272,16 @@ def check_program(program: str, cwd: str | None) -> None:
         raise UsageError(f"--cmd: cannot start {shown!r}: not executable")
 
 
-def run_options(args: argparse.Namespace, pattern, native: bool = False):
+def run_options(args: argparse.Namespace, pattern):
     from .options import USER_LEAK_KINDS, options_from_args
-    return options_from_args(args, default_leak_kinds="strict" if pattern else USER_LEAK_KINDS,
-                             native=native, require_exit_zero=pattern is not None)
+    options = options_from_args(args, default_leak_kinds="strict" if pattern else USER_LEAK_KINDS,
+                                require_exit_zero=pattern is not None)
+    if getattr(args, "write_suppressions", None):
+        if options.native or options.detector not in ("memcheck", "helgrind", "drd"):
+            raise UsageError("--write-suppressions needs a valgrind detector (memcheck, "
+                             "helgrind, drd)")
+        options.valgrind_args.append("--gen-suppressions=all")
+    return options
 
 
 def print_result(result, index, out) -> None:
@@ -309,7 +315,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_case
 
     target, pattern, variant = resolve_target(args)
-    options = run_options(args, pattern, native=args.native)
+    options = run_options(args, pattern)
     scenario_ref = args.scenario or (pattern.trigger if pattern and variant == "buggy" else None)
     try:
         scenario = load_scenario(_scenario_ref(scenario_ref)) if scenario_ref else DEFAULT
@@ -419,14 +425,16 @@ def _baseline(args: argparse.Namespace) -> dict[str, str]:
 def _check_gate_outputs(args: argparse.Namespace) -> Path:
     out_dir = writable_dir("--out", Path(args.out) if args.out else REPORTS)
     for option, dest in (("--json", args.json), ("--sarif", args.sarif), ("--junit", args.junit),
-                         ("--write-baseline", args.write_baseline)):
+                         ("--write-baseline", args.write_baseline),
+                         ("--write-suppressions", args.write_suppressions)):
         writable_file(option, dest)
     return out_dir
 
 
 # Options that do not change what a gate runs or how it judges: shards of
 # one gate may differ in them (report merge checks the rest is the same).
-_NOT_THE_GATE = {"out", "json", "sarif", "junit", "write_baseline", "jobs", "shard", "func", "command"}
+_NOT_THE_GATE = {"out", "json", "sarif", "junit", "write_baseline", "write_suppressions", "jobs",
+                 "shard", "func", "command"}
 
 
 def gate_identity(args: argparse.Namespace, cases) -> dict:
@@ -458,7 +466,8 @@ def _gate_failure_lines(r) -> list[str]:
     if r.run.startup_output:
         lines.append("server output (end):")
         lines += [f"  {visible(line)}" for line in r.run.startup_output.splitlines()[-10:]]
-    lines.append(f"log: {_rel(r.run.log_path)}")
+    if r.run.log_path.exists():
+        lines.append(f"log: {_rel(r.run.log_path)}")
     return lines
 
 
@@ -481,6 +490,15 @@ def _finish_gate(results, args: argparse.Namespace, out_dir: Path, baseline: dic
             raise UsageError(f"--write-baseline {args.write_baseline}: cannot write: "
                              f"{exc.strerror}") from None
         print(f"baseline written: {args.write_baseline}", file=out)
+    if args.write_suppressions:
+        from .judge.gate import suppressions_text
+        text, count = suppressions_text(results)
+        try:
+            Path(args.write_suppressions).write_text(text)
+        except OSError as exc:
+            raise UsageError(f"--write-suppressions {args.write_suppressions}: cannot write: "
+                             f"{exc.strerror}") from None
+        print(f"suppressions written: {args.write_suppressions} ({count} entries)", file=out)
     failing = [r for r in results if r.outcome.fails]
     for r in failing:
         print(f"FAIL {r.case.id}: {r.outcome.label}: {visible(r.message, 1000)}", file=out)
@@ -660,7 +678,6 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--variant", choices=("buggy", "fixed", "main"))
     target_options(pr, cmd_required=False)
     pr.add_argument("--scenario", help="a named scenario (scenarios/NAME.toml) or a file")
-    pr.add_argument("--native", action="store_true", help="run without valgrind")
     pr.add_argument("--repeat", type=_repeat, default=1,
                     help=f"run N times (at most {MAX_REPEAT}), report the rate")
     pr.add_argument("--load", metavar="N1,N2",
@@ -678,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--baseline", help="TOML file of accepted findings (by signature)")
         q.add_argument("--write-baseline", metavar="PATH",
                        help="write every current finding's signature as accepted")
+        q.add_argument("--write-suppressions", metavar="PATH",
+                       help="write a valgrind .supp of every current finding (valgrind's own "
+                            "--gen-suppressions=all entries, each named after its signature)")
         q.add_argument("--sarif", metavar="PATH", help="also write SARIF 2.1.0 for code scanning")
         q.add_argument("--junit", metavar="PATH",
                        help="also write JUnit XML (one testcase per case) for the CI's test view")

@@ -103,6 +103,7 @@ class Finding:
     pid: int | None = None
     detector: str = "memcheck"
     tool_kind: str | None = None     # the detector's own name: 'heap-use-after-free', 'Race', ...
+    suppression: str | None = None   # valgrind's own entry for it (--gen-suppressions=all)
 
     @property
     def is_leak(self) -> bool:
@@ -119,6 +120,7 @@ class Finding:
             "pid": self.pid,
             "detector": self.detector,
             "tool_kind": self.tool_kind,
+            "suppression": self.suppression,
             "stack": [f.to_json() for f in self.stack],
             "aux": [a.to_json() for a in self.aux],
         }

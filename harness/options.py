@@ -180,6 +180,8 @@ def add_run_options(parser, *, detectors: tuple[str, ...] = DETECTORS) -> None:
         g.add_argument("--detector", choices=detectors, default="memcheck",
                        help="memcheck (default), asan (a -fsanitize=address build, run "
                             "natively), helgrind, drd")
+    g.add_argument("--native", action="store_true",
+                   help="run without any detector: only how the process ended counts")
     g.add_argument("--leak-kinds", help="leak kinds that fail: 'strict' (anything in use at exit; "
                    "the project's servers), 'all', or e.g. 'definite,indirect' (the default for "
                    "--cmd: possibly lost and still reachable are reported, not failing)")
@@ -202,10 +204,10 @@ def add_run_options(parser, *, detectors: tuple[str, ...] = DETECTORS) -> None:
                         "a log per PID), a daemon included")
 
 
-def options_from_args(args, *, default_leak_kinds: str, native: bool = False,
+def options_from_args(args, *, default_leak_kinds: str,
                       require_exit_zero: bool = False) -> RunOptions:
     return make_options(
-        detector=args.detector, native=native, leak_kinds=args.leak_kinds,
+        detector=args.detector, native=args.native, leak_kinds=args.leak_kinds,
         default_leak_kinds=default_leak_kinds, stop_signal=args.stop_signal,
         track_origins=args.track_origins, suppressions=args.suppressions,
         valgrind_args=args.valgrind_arg, cwd=args.cwd, env=args.env,

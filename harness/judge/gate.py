@@ -127,6 +127,32 @@ def baseline_text(results: Iterable["CaseResult"]) -> str:
     return "\n".join(lines)
 
 
+SUPPRESSION_NAME = "<insert_a_suppression_name_here>"
+
+
+def suppressions_text(results: Iterable["CaseResult"]) -> tuple[str, int]:
+    """A valgrind suppressions file for every finding that counts today
+    (the expected findings of the project's buggy variants aside): valgrind's
+    own entries (--gen-suppressions=all), each named after the finding's
+    signature, one entry per signature."""
+    lines = ["# Findings accepted by the gate, in valgrind's own suppression format: pass",
+             "# this file with --suppressions FILE.  Each entry is named after the finding's",
+             "# signature (written by leak-harness gate --write-suppressions).", ""]
+    seen: set[str] = set()
+    for r in results:
+        if r.outcome is Outcome.XFAIL:
+            continue
+        for finding in r.run.counted():
+            sig = signature(finding, r.run.program)
+            if sig in seen or not finding.suppression:
+                continue
+            seen.add(sig)
+            lines.append(f"# case {r.case.id}: {finding.what}")
+            lines.append(finding.suppression.replace(SUPPRESSION_NAME, sig, 1).rstrip("\n"))
+            lines.append("")
+    return "\n".join(lines), len(seen)
+
+
 # -- evaluation ---------------------------------------------------------------
 def evaluate(case: Case, run: RunResult, baseline: dict[str, str]) -> CaseResult:
     sigs = sorted(run.signatures())

@@ -296,6 +296,7 @@ class _ProcessParser:
         self.frames = frames
         self.raw_frames = raw_frames
         self.marked = False
+        self.last: Finding | None = None    # the finding of the record read last, if kept
 
     def feed(self, text: str) -> None:
         stripped = text.strip()
@@ -324,6 +325,7 @@ class _ProcessParser:
         block = self.block
         if not block:
             return
+        self.last = None
         first = block[0]
         head = first if first.__class__ is str else first[0](first[1][0]).strip()
         if head[:1].isdecimal():
@@ -439,11 +441,12 @@ class _ProcessParser:
             self.proc.dropped_findings += 1     # counted, not built
 
     def _leak(self, m: re.Match, what: str, stack: list[Frame]) -> None:
-        self.proc.findings.append(Finding(
+        self.last = Finding(
             kind=LEAK_KIND_BY_WORDS[m["kind"]], what=what, stack=stack,
             bytes=_num(m["bytes"]), blocks=_num(m["blocks"]),
             direct_bytes=_num(m["direct"]) if m["direct"] else None,
-            indirect_bytes=_num(m["indirect"]) if m["indirect"] else None, pid=self.proc.pid))
+            indirect_bytes=_num(m["indirect"]) if m["indirect"] else None, pid=self.proc.pid)
+        self.proc.findings.append(self.last)
 
     def _error_record(self, lines: list[str]) -> None:
         if self.proc.errors is not None:
@@ -486,6 +489,7 @@ class _ProcessParser:
             else:
                 part.stack.append(frame)
         self.proc.findings.append(finding)
+        self.last = finding
 
 
 class _Budget:
@@ -507,6 +511,7 @@ class _Budget:
 # kept as it is.
 _FED = re.compile(r"\n==[^=\n]*==(?= *+(?:[EF\s]|(?:begin|end)[^\S\n]*\n))")
 _BATCH = 1024       # lines: a batch stays in the CPU's caches
+_MAX_SUPPRESSION = 64   # lines of a suppression entry (valgrind's --num-callers is 500 at most)
 
 
 class _LogParser:
@@ -526,6 +531,7 @@ class _LogParser:
         # with no regex.  None yet: the empty tuple, which no line starts with.
         self.prefix: str | tuple = ()
         self.parser: _ProcessParser | None = None
+        self.suppression: list[str] | None = None   # a '{ ... }' block being read
 
     def feed(self, lines: Iterable[str]) -> None:
         """Batches of lines: those of one process, each ending with one
@@ -593,6 +599,8 @@ class _LogParser:
                         parser.feed(body[size + 1:] if body[size:size + 1] == " " else body[size:])
                     continue
             m = _PREFIX.match(line.rstrip("\r\n"))
+            if not m and self.suppression_block(line):
+                continue
             if not m and self.order and _TOOL_FAILURE.match(line.strip()):
                 failed = self.parsers[self.order[-1]]
                 failed.flush()
@@ -617,6 +625,24 @@ class _LogParser:
                 found.feed(m.group(3))
             else:
                 found.proc.notes.append(m.group(3))
+
+    def suppression_block(self, line: str) -> bool:
+        """--gen-suppressions=all writes, without the '==PID==' prefix, a
+        '{ ... }' block right after each record: the suppression entry of
+        the finding just read (of the process that wrote last)."""
+        stripped = line.strip()
+        if self.suppression is None:
+            if stripped != "{" or self.parser is None:
+                return False
+            self.suppression = ["{"]
+            return True
+        self.suppression.append("   " + stripped if stripped not in ("{", "}") else stripped)
+        if stripped == "}" or len(self.suppression) > _MAX_SUPPRESSION:
+            finding = self.parser.last
+            if finding is not None and stripped == "}" and finding.suppression is None:
+                finding.suppression = "\n".join(self.suppression) + "\n"
+            self.suppression = None
+        return True
 
     def result(self) -> ValgrindLog:
         if not self.seen_any:

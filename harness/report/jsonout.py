@@ -82,6 +82,7 @@ def findings_json(findings: Iterable[Finding]) -> Iterator[Raw]:
     for f in findings:
         head = _encode({"kind": f.kind, "what": f.what, "bytes": f.bytes, "blocks": f.blocks,
                         "direct_bytes": f.direct_bytes, "indirect_bytes": f.indirect_bytes,
-                        "pid": f.pid, "detector": f.detector, "tool_kind": f.tool_kind})
+                        "pid": f.pid, "detector": f.detector, "tool_kind": f.tool_kind,
+                        "suppression": f.suppression})
         aux = ", ".join(f'{{"what": {_encode(a.what)}, "stack": {stack(a.stack)}}}' for a in f.aux)
         yield Raw(f'{head[:-1]}, "stack": {stack(f.stack)}, "aux": [{aux}]}}')

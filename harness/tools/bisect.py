@@ -89,7 +89,6 @@ def add_parser(sub) -> None:
     pb.add_argument("--port", type=int, help="the fixed port of a --cmd server without {port}")
     pb.add_argument("--host", help="loopback address (default 127.0.0.1)")
     pb.add_argument("--scenario", help="a named scenario or a file (copied before any checkout)")
-    pb.add_argument("--native", action="store_true", help="run without valgrind")
     pb.add_argument("--source-dir", action="append", default=[],
                     help="where the server's sources are (for its own frames)")
     add_run_options(pb)

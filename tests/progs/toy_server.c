@@ -24,6 +24,7 @@
  *   invalid-read reads a freed block when a client sends a line "READ"
  *   leak-quit    as leak, and exits (0) after echoing a line "QUIT"
  *   escapes      writes terminal control sequences to stderr, exits 5
+ *   leak-twice   leaks one block from each of two call sites at start
  * At a clean exit it says on stderr how many connections it accepted.
  */
 #define _GNU_SOURCE
@@ -118,6 +119,9 @@ static void serve(int lfd, const sigset_t *waitmask) {
     close(clients[--nclients]);
 }
 
+static void __attribute__((noinline)) leak_at_start(void) { remember_line("start", 5); }
+static void __attribute__((noinline)) leak_at_config(void) { remember_line("config", 6); }
+
 /* The classic double fork: the caller's process exits, the grandchild is
  * the daemon, in a session of its own. */
 static void daemonize(void) {
@@ -190,6 +194,10 @@ int main(int argc, char **argv) {
     daemonize();
   if (!strcmp(mode, "daemon-leak"))
     remember_line("daemon", 6);
+  if (!strcmp(mode, "leak-twice")) {
+    leak_at_start();
+    leak_at_config();
+  }
   if (!strcmp(mode, "leak-once"))
     remember_line("started", 7);
   if (!strcmp(mode, "fork") && fork() == 0) {
