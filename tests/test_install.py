@@ -57,7 +57,9 @@ def test_the_command_is_installed(venv) -> None:
     assert str(venv[0]) in where.stdout and str(ROOT) not in where.stdout
     listed = run(venv, "leak-harness", "scenarios").stdout.split("\n")
     names = sorted(line.split()[0] for line in listed if line.strip())
-    assert names == sorted(p.stem for p in (ROOT / "scenarios").glob("*.toml"))
+    assert names == sorted([p.stem for p in (ROOT / "scenarios").glob("*.toml")]
+                           + [f"protocols/{p.stem}"
+                              for p in (ROOT / "scenarios" / "protocols").glob("*.toml")])
     assert not any("INVALID" in line for line in listed)
 
 

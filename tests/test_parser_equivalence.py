@@ -23,11 +23,15 @@ XML_LOGS = sorted(p.name for p in INPUTS.glob("*.xml"))
 BUDGETS = [5000, 0, 1, 3]
 
 
+LATER = ("addr", "suppression")    # what the parser keeps since it was frozen
+
+
 def without_addresses(value):
-    """Plain data with the frames' addresses left out: the frozen parser
-    did not keep them (they came later, to map frames to objects)."""
+    """Plain data without what the frozen parser did not keep: the frames'
+    addresses (to map frames to objects) and valgrind's suppression entries
+    (--gen-suppressions=all)."""
     if isinstance(value, dict):
-        return {k: without_addresses(v) for k, v in value.items() if k != "addr"}
+        return {k: without_addresses(v) for k, v in value.items() if k not in LATER}
     if isinstance(value, list):
         return [without_addresses(v) for v in value]
     return value
