@@ -15,11 +15,8 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
-from .drive import launch
-from .drive.launch import TargetError
 from .model import Verdict
 from .options import OptionError, add_run_options
 from .paths import CHECKOUT, REPORTS
@@ -28,6 +25,8 @@ from .timeouts import multiplier
 EXIT_CLEAN, EXIT_FINDING, EXIT_USAGE, EXIT_UNDECIDED = 0, 1, 2, 3
 MAX_JOBS = 64
 MAX_REPEAT = 1000
+# Subcommands that start no server: they do not load the launcher.
+QUIET_COMMANDS = ("parse", "scenarios", "report")
 USER_SERVER_HINT = "'{port}' in --cmd, or --port N for a server with a fixed port"
 
 
@@ -82,6 +81,7 @@ def writable_file(option: str, dest: str | None) -> Path | None:
 
 
 def writable_dir(option: str, dest: Path) -> Path:
+    import tempfile
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{option} {dest}: is a file, not a directory")
     try:
@@ -299,6 +299,9 @@ def print_result(result, index, out) -> None:
                 print(f"  {prefix}{line}", file=out)
     for note in result.play.notes:
         print(f"  note: {visible(note, 1000)}", file=out)
+    if result.missing_debug_info:
+        from .runner import debug_info_note
+        print(f"  note: {debug_info_note(result.missing_debug_info)}", file=out)
     if result.startup_output:
         print("  server output:", file=out)
         for line in result.startup_output.splitlines()[-20:]:
@@ -504,6 +507,8 @@ def _finish_gate(results, args: argparse.Namespace, out_dir: Path, baseline: dic
         print(f"FAIL {r.case.id}: {r.outcome.label}: {visible(r.message, 1000)}", file=out)
         for line in _gate_failure_lines(r):
             print(f"    {line}", file=out)
+    for notice in data.get("notices") or []:
+        print(f"note: {notice}", file=out)
     counts = ", ".join(f"{n} {k}" for k, n in data["counts"].items())
     shard = f" (shard {args.shard} of the gate's {gate['total']})" if args.shard else ""
     print(f"{'PASSED' if not failing else 'FAILED'}: {len(results)} cases{shard} ({counts})", file=out)
@@ -759,12 +764,14 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(errors="backslashreplace")
-    launch.serve_as_subreaper()
     try:
         args = build_parser().parse_args(argv)
         multiplier()
+        if args.command not in QUIET_COMMANDS:
+            from .drive import launch
+            launch.serve_as_subreaper()
         return args.func(args)
-    except (UsageError, OptionError, TargetError, ValueError) as exc:
+    except (UsageError, OptionError, ValueError) as exc:    # TargetError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
@@ -772,12 +779,20 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
-        launch.kill_all()
+        _end_servers()
         print("interrupted: every server this run started was killed", file=sys.stderr)
         return 130
     except RecursionError:
         print("error: input nested too deeply", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        _end_servers()
+
+
+def _end_servers() -> None:
+    """Kill every server this process started, and wait for the keepers it
+    adopted (a matrix worker's); nothing to do if no server ever started."""
+    launch = sys.modules.get(f"{__package__}.drive.launch")
+    if launch is not None:
         launch.kill_all()
         launch.reap_orphans(5.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class Verdict(enum.Enum):
@@ -217,3 +218,12 @@ class Outcome(enum.Enum):
         self.label = label
         self.fails = fails
         self.meaning = meaning
+
+
+@dataclass(frozen=True)
+class ConfigTemplate:
+    """A file copied into the run folder as `name`, with {port} and {run_dir}
+    filled in; {config} in the command is the first one's path."""
+
+    source: Path
+    name: str

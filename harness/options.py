@@ -14,9 +14,8 @@ import signal
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .drive.launch import ConfigTemplate, ValgrindOptions
 from .judge.verdict import LeakPolicy
-from .model import DETECTORS
+from .model import DETECTORS, ConfigTemplate
 from .timeouts import Deadlines
 
 # The leak kinds that fail a run of a server the project did not write: what
@@ -66,7 +65,9 @@ class RunOptions:
     # working directory.
     source_dirs: list[str] | None = None
 
-    def valgrind(self, tool: str | None = None) -> ValgrindOptions:
+    def valgrind(self, tool: str | None = None):
+        """The drive.launch.ValgrindOptions these options mean."""
+        from .drive.launch import ValgrindOptions
         return ValgrindOptions(tool=tool or self.detector, track_origins=self.track_origins,
                                extra=list(self.valgrind_args), enabled=not self.native,
                                suppressions=list(self.suppressions),

@@ -48,6 +48,7 @@ class RunResult:
     started_at: float = 0.0             # wall clock (seconds since the epoch)
     log_paths: list[Path] = field(default_factory=list)     # every log, log_path first
     program: Program = field(default_factory=Program)      # what is the server's own code
+    missing_debug_info: list[str] = field(default_factory=list)  # own objects seen without -g
 
     @property
     def verdict(self) -> Verdict:
@@ -111,6 +112,7 @@ class RunResult:
             "processes": len(self.log.processes) if self.log else 0,
             "detector": self.detector,
             "hang": [t.to_json() for t in self.hang_threads] or None,
+            "missing_debug_info": self.missing_debug_info,
         }
 
 
@@ -158,6 +160,8 @@ def resolve_program(name: str, cwd: str | None) -> str | None:
 
 
 def debug_info_note(objects: list[str]) -> str:
+    """What a person reads, once per run or gate, about the objects of the
+    program that have no debug information."""
     names = ", ".join(objects)
     return (f"{names}: no debug information, so frames show no file and line (and findings "
             "are signed by object and offset): build with -g, or install the -dbgsym package "
@@ -301,9 +305,7 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
         leak_policy=policy.describe(), detector=options.detector, hang_threads=threads,
         startup_output="" if ready else server.output_tail(), started_at=started_at,
         program=program)
-    missing = program.missing_debug_info(judgement.findings)
-    if missing:
-        played.notes.append(debug_info_note(missing))
+    result.missing_debug_info = program.missing_debug_info(judgement.findings)
     if server.maps:
         _write_quietly(run_dir / "maps.json", json.dumps(server.maps, indent=1))
     if server.output_bytes > OUTPUT_LIMIT:

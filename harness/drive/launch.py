@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model import ExitInfo
+from ..model import ConfigTemplate, ExitInfo
 from ..timeouts import Deadline
 from . import keeper, proctree
 from .locks import NameLock, port_lock
@@ -129,15 +129,6 @@ def _sigkill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-@dataclass(frozen=True)
-class ConfigTemplate:
-    """A file copied into the run folder as `name`, with {port} and {run_dir}
-    filled in; {config} in the command is the first one's path."""
-
-    source: Path
-    name: str
 
 
 def fill(text: str, port: int | None, run_dir: Path, config: Path | None) -> str:

@@ -191,6 +191,8 @@ def header(data: dict) -> str:
                    f'<a href="#known">known</a>.</p>')
     if not failing:
         out.append("<p>Nothing new: no case fails.</p>")
+    for notice in data.get("notices") or []:
+        out.append(f'<p class="notice">{_e(notice)}</p>')
     out.append("</header>")
     return "\n".join(out)
 

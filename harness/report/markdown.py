@@ -67,6 +67,7 @@ def page(data: dict) -> str:
     lines = ["# Leak-and-crash gate", "",
              "**" + {"pass": "PASSED", "fail": "FAILED", "unresolved": "UNDECIDED"}[data["outcome"]]
              + "**: " + ", ".join(f"{n} {k}" for k, n in data["counts"].items()), ""]
+    lines += [f"> {md(n)}" for n in data.get("notices") or []] + ([""] if data.get("notices") else [])
     if failing:
         lines += ["## Failing", ""] + _table(failing) + [""]
         for c in failing:

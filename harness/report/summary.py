@@ -24,7 +24,7 @@ from ..judge.frames import best_stack, quote_line, shown_frames, signature
 from ..judge.gate import CaseResult
 from ..judge.verdict import LeakPolicy
 from ..model import DETECTORS, Frame, Outcome, Verdict
-from ..runner import resolve_program
+from ..runner import debug_info_note, resolve_program
 from .terminal import heap_lines
 
 SCHEMA = "leak-harness/summary/1"
@@ -200,11 +200,14 @@ def assemble(cases: list[dict], patterns: dict[str, dict], baseline: dict[str, s
         for sig in c["signatures"]:
             groups[sig].append(c["case"])
     outcome = gate_outcome(cases)
+    missing = sorted({o for c in cases for o in c.get("missing_debug_info") or []})
     return {
         "schema": SCHEMA,
         "passed": outcome == "pass",
         "outcome": outcome,
         "counts": dict(sorted(counts.items())),
+        # Said once for the whole gate, not once per case.
+        "notices": [debug_info_note(missing)] if missing else [],
         "gate": gate,
         "srcroot": srcroot,
         "cases": cases,
