@@ -118,7 +118,7 @@ test: deps
 	$(PY) -m pytest --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
 demo: deps
-	@$(MAKE) --no-print-directory servers
+	@$(MAKE) --no-print-directory servers progs
 	@$(MAKE) --no-print-directory servers SANITIZE=address
 	$(PY) -m harness demo
 

@@ -12,7 +12,7 @@ to reports/bench.md with the goals beside the figures.
      that clears every element), against the parsers before issue 13, peak
      memory, and the same results;
   5. the parse command against parsing alone;
-  6. the fixes cost nothing (bench/loadbench.py): each pair's buggy and fixed
+  6. the fixes cost nothing (harness/tools/throughput.py): each pair's buggy and fixed
      variant natively under bench/load.c, on a workload without the bug.
 
 BENCH_SECTIONS=parser,load (any of case, matrix, parser, command, load) runs
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
-import loadbench  # noqa: E402
+from harness.tools import throughput as loadbench  # noqa: E402
 import parsebench  # noqa: E402
 from biglogs import repeat_records, repeat_xml_errors  # noqa: E402
 from harness.matrix import project_cases, run_cases  # noqa: E402

@@ -108,6 +108,40 @@ def story(buggy: CaseResult, fixed: CaseResult) -> list[str]:
     return out
 
 
+DEMO_ROUNDS = 3     # make bench measures the same at length
+
+
+def fix_costs(pairs: list[str]) -> dict[str, str]:
+    """Seed 001 kept its I/O optimisations while fixing the leak: each pair's
+    fixed variant against its buggy one, natively, under bench/load.c on a
+    workload that does not trigger the bug (harness/tools/throughput.py),
+    a few alternating rounds.  pattern -> the line the demo prints."""
+    from . import throughput
+    if not throughput.LOAD.exists():
+        return {}
+    workload = throughput.Workload()
+    out = {}
+    for name in pairs:
+        fixed = throughput.SERVERS / name / "fixed"
+        against_echo = name in throughput.NO_BUGGY_RUN
+        other = throughput.SERVERS / ("echo/echo" if against_echo else f"{name}/buggy")
+        try:
+            ratio = throughput.compare(other, fixed, workload, DEMO_ROUNDS)["ratio"]
+        except (OSError, throughput.ServerError) as exc:
+            out[name] = f"cost of the fix: not measured ({exc})"
+            continue
+        if ratio is None:
+            out[name] = "cost of the fix: not measured (no run completed)"
+            continue
+        verdict = "the fix costs nothing" if ratio >= 0.95 else "the fix costs throughput"
+        if against_echo:
+            out[name] = (f"{verdict}: {ratio:.2f}x the throughput of servers/echo (natively the "
+                         "buggy variant dies at its first line)")
+        else:
+            out[name] = f"{verdict}: {ratio:.2f}x throughput (native, bench/load.c)"
+    return out
+
+
 def run_demo(out_dir: Path, jobs: int = 2) -> int:
     started = time.monotonic()
     cases = project_cases(detectors=DETECTORS, every_scenario=("memcheck",))
@@ -134,6 +168,9 @@ def run_demo(out_dir: Path, jobs: int = 2) -> int:
         _say("\r" + " " * WIDTH)
     by_id = {r.case.id: r for r in results}
     data, paths = write_all(results, out_dir, gate={"command": "demo", "key": "demo"})
+    pairs = [p for p in all_patterns() if p.is_pair]
+    _say("Measuring what each fix costs (natively, bench/load.c, a workload without the bug)...")
+    costs = fix_costs([p.name for p in pairs])
     for pattern in all_patterns():
         if not pattern.is_pair:
             continue
@@ -144,6 +181,8 @@ def run_demo(out_dir: Path, jobs: int = 2) -> int:
         for line in story(buggy, fixed):
             _say(line)
         _say("        " + detector_line(data["detectors"].get(pattern.name, {})))
+        if pattern.name in costs:
+            _say("        " + costs[pattern.name])
     _say("")
     _say("Which detector sees which bug (* = not named in the manifest, never gating):")
     for line in detector_markdown(data["detectors"])[:-2]:

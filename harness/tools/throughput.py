@@ -1,6 +1,8 @@
 """The fixes cost nothing: each pair's buggy and fixed variant, natively, under
-the same load (build/bench/load: N connections on 127.0.0.1 exchanging lines
-with their echoes), on a workload that does not trigger the pair's bug.
+the same load (build/bench/load, from bench/load.c: N connections on
+127.0.0.1 exchanging lines with their echoes), on a workload that does not
+trigger the pair's bug.  `make bench` measures it at length, `make demo`
+in a few rounds.
 
 Runs of the two variants alternate (buggy first, then fixed first, ...), each
 against a freshly started server; the fixed/buggy ratio is taken round by
@@ -21,9 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..paths import BUILD_DIR, ROOT
+
 LOAD = ROOT / "build" / "bench" / "load"
-SERVERS = ROOT / "build" / "servers"
+SERVERS = BUILD_DIR
 READY_S = 10
 STOP_S = 10
 
