@@ -108,24 +108,21 @@ def write_json(data: dict, dest: str | None) -> None:
         raise UsageError(f"--json {dest}: cannot write: {exc.strerror}") from None
 
 
-def _jobs(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a number of jobs, 1 to {MAX_JOBS}")
-    if not 1 <= n <= MAX_JOBS:
-        raise argparse.ArgumentTypeError(f"{n}: expected 1 to {MAX_JOBS} jobs at a time")
-    return n
+def _bounded(what: str, high: int):
+    """An argparse type: a whole number from 1 to `high` of `what`."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r}: expected 1 to {high} {what}") from None
+        if not 1 <= n <= high:
+            raise argparse.ArgumentTypeError(f"{n}: expected 1 to {high} {what}")
+        return n
+    return parse
 
 
-def _repeat(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a count, 1 to {MAX_REPEAT}")
-    if not 1 <= n <= MAX_REPEAT:
-        raise argparse.ArgumentTypeError(f"{n}: expected 1 to {MAX_REPEAT} runs")
-    return n
+_jobs = _bounded("jobs at a time", MAX_JOBS)
+_repeat = _bounded("runs", MAX_REPEAT)
 
 
 def _scenario_ref(ref: str) -> str:

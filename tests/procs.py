@@ -1,14 +1,26 @@
 """The process table, for tests that check nothing is left running."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
-def processes_running(fragment: str | Path) -> list[str]:
-    """'PID CMDLINE' of every process whose command line mentions `fragment`
-    (valgrind keeps the program's path in its own command line), this test
-    run's own processes aside."""
-    found = []
+def stat_of(pid: int) -> tuple[int, int] | None:
+    """(process group, session) of a live process; None once it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2:].split()
+    return (int(fields[2]), int(fields[3])) if fields[0] != b"Z" else None
+
+
+def matching(fragment: str | Path, servers_only: bool = False) -> dict[int, tuple[int, int]]:
+    """pid -> (group, session) of every live process whose command line has
+    `fragment` (valgrind keeps the program's path in its own command line):
+    the harness and its keepers included, unless `servers_only`; the
+    pytest processes and this one aside."""
+    out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -16,6 +28,37 @@ def processes_running(fragment: str | Path) -> list[str]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if str(fragment) in cmdline and "pytest" not in cmdline:
-            found.append(f"{entry.name} {cmdline}")
+        if str(fragment) not in cmdline or " -m pytest" in cmdline or int(entry.name) == os.getpid():
+            continue
+        if servers_only and (" -m harness" in cmdline or _name(entry) == "leak-keeper"):
+            continue
+        ids = stat_of(int(entry.name))
+        if ids:
+            out[int(entry.name)] = ids
+    return out
+
+
+def _name(entry: Path) -> str:
+    try:
+        return (entry / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def processes_running(fragment: str | Path) -> list[str]:
+    """'PID (group, session)' of every live process whose command line
+    mentions `fragment`."""
+    return [f"{pid} {ids}" for pid, ids in matching(fragment).items()]
+
+
+def in_groups(ids: set[tuple[int, int]]) -> list[int]:
+    """Live processes in any of these process groups or sessions."""
+    groups = {g for g, _ in ids}
+    sessions = {s for _, s in ids}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = stat_of(int(entry.name))
+            if st and (st[0] in groups or st[1] in sessions):
+                found.append(int(entry.name))
     return found

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from procs import in_groups, matching, stat_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -51,50 +52,6 @@ def toy(tmp_path: Path) -> Path:
     path = tmp_path / f"toy_{uuid.uuid4().hex[:10]}"
     shutil.copy2(TOY, path)
     return path
-
-
-def stat_of(pid: int) -> tuple[int, int] | None:
-    """(process group, session) of a live process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(b")") + 2:].split()
-    return (int(fields[2]), int(fields[3])) if fields[0] != b"Z" else None
-
-
-def matching(fragment: str, servers_only: bool = False) -> dict[int, tuple[int, int]]:
-    """pid -> (group, session) of every live process whose command line has
-    `fragment` (the harness and its keepers included, unless `servers_only`),
-    this test's own pytest aside."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if fragment not in cmdline or " -m pytest" in cmdline or int(entry.name) == os.getpid():
-            continue
-        if servers_only and (" -m harness" in cmdline or "keeper.py" in cmdline):
-            continue
-        ids = stat_of(int(entry.name))
-        if ids:
-            out[int(entry.name)] = ids
-    return out
-
-
-def in_groups(ids: set[tuple[int, int]]) -> list[int]:
-    groups = {g for g, _ in ids}
-    sessions = {s for _, s in ids}
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            st = stat_of(int(entry.name))
-            if st and (st[0] in groups or st[1] in sessions):
-                found.append(int(entry.name))
-    return found
 
 
 def wait_for(predicate, seconds: float, what: str):
