@@ -19,7 +19,7 @@ def matching(fragment: str | Path, servers_only: bool = False) -> dict[int, tupl
     """pid -> (group, session) of every live process whose command line has
     `fragment` (valgrind keeps the program's path in its own command line):
     the harness and its keepers included, unless `servers_only`; the
-    pytest processes and this one aside."""
+    pytest processes, this one and those another test started aside."""
     out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -32,10 +32,35 @@ def matching(fragment: str | Path, servers_only: bool = False) -> dict[int, tupl
             continue
         if servers_only and (" -m harness" in cmdline or _name(entry) == "leak-keeper"):
             continue
+        if not _started_by_this_test(entry):
+            continue
         ids = stat_of(int(entry.name))
         if ids:
             out[int(entry.name)] = ids
     return out
+
+
+def _test_of(environ: bytes) -> bytes | None:
+    """The test id in PYTEST_CURRENT_TEST ('path::name (call)'), phase left off."""
+    for item in environ.split(b"\0"):
+        if item.startswith(b"PYTEST_CURRENT_TEST="):
+            return item.split(b"=", 1)[1].rsplit(b" (", 1)[0]
+    return None
+
+
+def _started_by_this_test(entry: Path) -> bool:
+    """Whether a process may belong to the running test. pytest sets
+    PYTEST_CURRENT_TEST for each test and every process the test starts
+    inherits it (the harness passes its environment to the server), so a
+    process of another test running at the same time on another xdist worker
+    is told apart. A process without the variable (one that cleared its
+    environment) counts as ours: the check must be able to fail."""
+    try:
+        theirs = _test_of((entry / "environ").read_bytes())
+    except OSError:
+        return True
+    ours = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0].encode()
+    return theirs is None or not ours or theirs == ours
 
 
 def _name(entry: Path) -> str:
