@@ -212,6 +212,8 @@ class Player:
             self.groups[name] = members
             for member in members:
                 sock = self._connect(step.get("rcvbuf"), self._timeout(step))
+                if step.get("nodelay"):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self.conns[member] = Conn(member, sock)
 
     def _pieces(self, step: Step):
@@ -391,6 +393,34 @@ class Player:
                                      f"{self._timeout(step):g}s ({state}; wanted held >= {want})")
                 # A kernel counter has no event to wait on: look again shortly.
                 time.sleep(min(0.01, deadline.left()))
+
+    def _do_drain(self, step: Step) -> None:
+        """What has already arrived (the unconsumed part of earlier reads
+        first), at most max_bytes, read without waiting and dropped.  A
+        server that has closed or reset the connection is noted."""
+        limit = step.get("max_bytes")
+        for conn in self._targets(step):
+            took = min(len(conn.buffer), limit)
+            del conn.buffer[:took]
+            conn.sock.settimeout(0.0)
+            ended = None
+            try:
+                while took < limit:
+                    chunk = conn.sock.recv(min(1 << 16, limit - took))
+                    if not chunk:
+                        ended = "closed"
+                        break
+                    conn.received += len(chunk)
+                    took += len(chunk)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                if not _closed_by_peer(exc):
+                    raise
+                ended = "reset"
+            if ended:
+                self.result.notes.append(f"{step.label} {conn.name}: the server {ended} "
+                                         "the connection")
 
     def _do_half_close(self, step: Step) -> None:
         for conn in self._targets(step):
