@@ -239,7 +239,8 @@ def resolve_target(args: argparse.Namespace):
         raise UsageError(f"{binary} is not built: run 'make servers"
                          f"{' SANITIZE=address' if 'asan' in binary.parts else ''}' first")
     return Target(argv=[str(binary), "--port", "0"], port_mode="announce", host=args.host,
-                  name=f"{pattern.name}-{variant}"), pattern, variant
+                  name=f"{pattern.name}-{variant}", pattern=pattern.name,
+                  variant=variant), pattern, variant
 
 
 def require_checkout(what: str) -> None:
@@ -457,6 +458,8 @@ def _gate_failure_lines(r) -> list[str]:
         lines.append("server output (end):")
         lines += [f"  {visible(line)}" for line in r.run.startup_output.splitlines()[-10:]]
     lines.append(f"log: {_rel(r.run.log_path)}")
+    if r.run.repro:
+        lines.append(f"reproduce: {r.run.repro['command']}")
     return lines
 
 

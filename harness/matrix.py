@@ -47,7 +47,8 @@ def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | N
                 if expect is None and not informational:
                     continue
                 binary = pattern.binary(variant, detector=detector)
-                target = Target(argv=[str(binary), "--port", "0"], name=f"{pattern.name}-{variant}")
+                target = Target(argv=[str(binary), "--port", "0"], name=f"{pattern.name}-{variant}",
+                                pattern=pattern.name, variant=variant)
                 scenarios = [pattern.trigger] if variant == "buggy" or (
                     every_scenario is not None and detector not in every_scenario) \
                     else (pattern.scenarios or named_scenarios())

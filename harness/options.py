@@ -202,6 +202,37 @@ def add_run_options(parser, *, detectors: tuple[str, ...] = DETECTORS) -> None:
                         "a log per PID), a daemon included")
 
 
+def option_args(options: RunOptions, *, source_dirs: bool = True) -> list[str]:
+    """The command-line flags that give these options back (the inverse of
+    options_from_args): what a reproduction command passes to `run`."""
+    out: list[str] = []
+    if options.native:
+        out.append("--native")
+    elif options.detector != "memcheck":
+        out += ["--detector", options.detector]
+    if options.leak_kinds_given:
+        out += ["--leak-kinds", options.leak_policy.describe()]
+    if options.stop_signal is not None:
+        out += ["--stop-signal", signal.Signals(options.stop_signal).name]
+    if options.track_origins:
+        out.append("--track-origins")
+    for path in options.suppressions:
+        out += ["--suppressions", path]
+    out += [f"--valgrind-arg={arg}" for arg in options.valgrind_args]
+    if options.cwd:
+        out += ["--cwd", options.cwd]
+    for name, value in options.env.items():
+        out += ["--env", f"{name}={value}"]
+    for template in options.config_templates:
+        out += ["--config-template", f"{template.source}:{template.name}"]
+    if options.follow_children:
+        out.append("--follow-children")
+    if source_dirs:
+        for folder in options.source_dirs or []:
+            out += ["--source-dir", folder]
+    return out
+
+
 def options_from_args(args, *, default_leak_kinds: str, native: bool = False,
                       require_exit_zero: bool = False) -> RunOptions:
     return make_options(

@@ -12,7 +12,7 @@ from .drive import vgdb
 from .drive.clients import PlayResult, play
 from .drive.launch import OUTPUT_LIMIT, Server, Target, TargetError, ValgrindOptions
 from .drive.locks import NameLock, dir_lock
-from .drive.scenario import Scenario
+from .drive.scenario import Scenario, toml_text
 from .judge.frames import Program, annotate_log, frame_key, own_frames, signature
 from .judge.verdict import Judgement, LeakPolicy, judge
 from .logs import hangs
@@ -21,6 +21,7 @@ from .logs.source import log_lines
 from .logs.vglog import LogParseError, ValgrindLog, parse_lines
 from .model import DETECTORS, ExitInfo, Verdict
 from .options import RunOptions
+from .repro import repro
 from .timeouts import Deadlines
 
 
@@ -48,6 +49,7 @@ class RunResult:
     started_at: float = 0.0             # wall clock (seconds since the epoch)
     log_paths: list[Path] = field(default_factory=list)     # every log, log_path first
     program: Program = field(default_factory=Program)      # what is the server's own code
+    repro: dict | None = None           # the command that reproduces this run (repro.py)
 
     @property
     def verdict(self) -> Verdict:
@@ -111,6 +113,7 @@ class RunResult:
             "processes": len(self.log.processes) if self.log else 0,
             "detector": self.detector,
             "hang": [t.to_json() for t in self.hang_threads] or None,
+            "repro": self.repro,
         }
 
 
@@ -229,6 +232,31 @@ def read_detector_log(options: RunOptions, valgrind: ValgrindOptions,
     return read_log(server.log_path)
 
 
+def as_played(scenario: Scenario, played: PlayResult) -> dict:
+    """The scenario's data with each random step's seed made explicit (a
+    fuzz without one drew it as it ran)."""
+    data = scenario.data()
+    for index, recording in played.played.items():
+        data["steps"][index - 1]["seed"] = recording.seed
+    return data
+
+
+def keep_scenario(target: Target, scenario: Scenario, played: PlayResult, run_dir: Path,
+                  options: RunOptions) -> dict:
+    """scenario.toml (the scenario as played) and played.json (what each
+    random step did) in the run folder; the command that reproduces the
+    run with that copy."""
+    path = run_dir.resolve() / "scenario.toml"
+    found = repro(target, options, path)
+    header = [f"The scenario {scenario.name} ({scenario.source}) as this run played it"
+              + (", seeds made explicit" if played.played else "") + ".",
+              "Reproduce: " + found["command"]]
+    _write_quietly(path, toml_text(as_played(scenario, played), header).rstrip("\n"))
+    if played.played:
+        _write_quietly(run_dir / "played.json", json.dumps(played.played_json()))
+    return found
+
+
 def run_case(target: Target, scenario: Scenario, run_dir: Path,
              options: RunOptions | None = None) -> RunResult:
     """One case, start to verdict.  `run_dir` is where its files go, or, when
@@ -306,6 +334,7 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
         played.notes.append(debug_info_note(missing))
     if server.maps:
         _write_quietly(run_dir / "maps.json", json.dumps(server.maps, indent=1))
+    result.repro = keep_scenario(target, scenario, played, run_dir, options)
     if server.output_bytes > OUTPUT_LIMIT:
         played.notes.append(f"the server wrote {server.output_bytes:,} bytes to stdout; the first "
                             f"{OUTPUT_LIMIT >> 20} MiB are kept in {server.stdout_path.name}")

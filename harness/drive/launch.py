@@ -43,7 +43,7 @@ OUTPUT_LIMIT = 64 << 20     # bytes of stdout kept in the run folder; the rest i
 KEEPER_SECONDS = 15.0       # for the keeper to start the server, or to kill its tree
 # What a run leaves in its folder, removed before the next run uses it.
 RUN_FILES = ("valgrind.log", "valgrind.*.log", "stdout.txt", "stderr.txt", "hang.txt",
-             "asan.*", "ubsan.*", "vgdb-pipe*", "result.json")
+             "asan.*", "ubsan.*", "vgdb-pipe*", "result.json", "scenario.toml", "played.json")
 
 _live: set["Server"] = set()
 _live_lock = threading.Lock()
@@ -197,6 +197,10 @@ class Target:
     host: str = "127.0.0.1"
     cwd: str | None = None
     name: str = ""
+    # One of the project's own servers (`run PATTERN --variant VARIANT`),
+    # so that a reproduction command can name it as such.
+    pattern: str = ""
+    variant: str = ""
 
     def __post_init__(self) -> None:
         self.host = check_loopback(self.host)

@@ -259,6 +259,12 @@ def failing_first(cases: list[dict]) -> list[dict]:
     return sorted(cases, key=rank)
 
 
+def repro_command(case: dict) -> str | None:
+    """The command that reproduces a case locally (the run's `repro`)."""
+    repro = case.get("repro") or {}
+    return repro.get("command")
+
+
 def headline(issue: dict) -> str:
     """'InvalidFree: Invalid free() / delete / delete[] / realloc()'; a
     signature seen in several records says their total."""
