@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -253,7 +254,6 @@ def require_checkout(what: str) -> None:
 def check_program(program: str, cwd: str | None) -> None:
     """The server's program exists and can be run (found on PATH when its
     name has no '/', else relative to --cwd), before anything starts."""
-    import shutil
     shown = program if len(program) <= 80 else program[:77] + "..."
     if "/" not in program:
         if shutil.which(program) is None:
@@ -317,6 +317,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     target, pattern, variant = resolve_target(args)
     options = run_options(args, pattern, native=args.native)
+    debugger = _debugger(args, options)
     scenario_ref = args.scenario or (pattern.trigger if pattern and variant == "buggy" else None)
     try:
         scenario = load_scenario(_scenario_ref(scenario_ref)) if scenario_ref else DEFAULT
@@ -331,7 +332,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = []
     for i in range(args.repeat):
         run_dir = out_base / (f"{target.name}-{scenario.name}" + (f"-{i + 1}" if args.repeat > 1 else ""))
-        result = run_case(target, scenario, run_dir, options)
+        result = run_case(target, scenario, run_dir, options, debugger)
         results.append(result)
         if args.repeat == 1:
             print_result(result, result.program, out)
@@ -350,6 +351,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if errors:
         raise UsageError(errors[0])
     return exit_status(worst)
+
+
+def _debugger(args: argparse.Namespace, options):
+    """`run --debug`: refused where it cannot work, else the terminal side."""
+    if not args.debug:
+        return None
+    from .drive.debug import Debugger
+    if options.native or options.detector == "asan":
+        raise UsageError("--debug stops valgrind's gdbserver at the first error: it needs "
+                         "valgrind (not --native, not --detector asan)")
+    if args.repeat > 1 or args.load:
+        raise UsageError("--debug runs the case once: drop --repeat and --load")
+    if not os.isatty(0):
+        raise UsageError("--debug: stdin is not a terminal: the run waits for you (Enter, or "
+                         "gdb detaching) when the server stops at its first error")
+    if shutil.which("vgdb") is None or shutil.which("gdb") is None:
+        raise UsageError("--debug needs gdb and valgrind's vgdb on PATH (apt-get install gdb "
+                         "valgrind)")
+    out = human(args)
+    return Debugger(lambda text: print(text, file=out, flush=True), 0)
 
 
 def _run_load(args, target, scenario, options, out_base: Path, out) -> int:
@@ -778,6 +799,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run at two connection counts, report the leak per connection")
     pr.add_argument("--json", metavar="PATH|-", help="write the result as JSON ('-': stdout)")
     pr.add_argument("--out", help="directory for the run's files (default reports/runs)")
+    pr.add_argument("--debug", action="store_true",
+                    help="valgrind's gdbserver stops the server at its first error; the run "
+                         "prints the gdb command to attach and waits (needs a terminal)")
     add_run_options(pr)
     pr.set_defaults(func=cmd_run)
 

@@ -32,6 +32,9 @@ OWNED_VALGRIND_OPTIONS = {
     "--tool": "choose the tool with --detector (memcheck, helgrind, drd)",
     "--vgdb-prefix": "the gdbserver's FIFOs live in the run folder, removed after the run",
     "--error-markers": "the parser reads each record between valgrind's begin/end markers",
+    "--vgdb": "the harness asks the gdbserver where a hung server is; run --debug stops at "
+              "the first error",
+    "--vgdb-error": "run --debug stops the server at its first error (--vgdb-error=1)",
 }
 UNSTOPPABLE = (signal.SIGKILL, signal.SIGSTOP)
 
@@ -189,7 +192,8 @@ def add_run_options(parser, *, detectors: tuple[str, ...] = DETECTORS) -> None:
                    help="a valgrind suppressions file (repeatable)")
     g.add_argument("--valgrind-arg", action="append", default=[], metavar="ARG",
                    help="pass an option to valgrind, e.g. --valgrind-arg=--num-callers=40 "
-                        "(repeatable; the harness owns --log-file, --xml*, --tool, --vgdb-prefix)")
+                        "(repeatable; the harness owns --log-file, --xml*, --tool, --vgdb-prefix, "
+                        "--vgdb, --vgdb-error)")
     g.add_argument("--cwd", metavar="DIR", help="the server's working directory")
     g.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="set a variable in the server's environment (repeatable; {port} and "

@@ -258,9 +258,11 @@ def keep_scenario(target: Target, scenario: Scenario, played: PlayResult, run_di
 
 
 def run_case(target: Target, scenario: Scenario, run_dir: Path,
-             options: RunOptions | None = None) -> RunResult:
+             options: RunOptions | None = None, debugger=None) -> RunResult:
     """One case, start to verdict.  `run_dir` is where its files go, or, when
-    another run is using that folder, `run_dir-2`, ... (RunResult.run_dir)."""
+    another run is using that folder, `run_dir-2`, ... (RunResult.run_dir).
+    `debugger` (drive.debug.Debugger, `run --debug`): valgrind's gdbserver
+    stops the server at its first error and the run waits for a person."""
     options = options or RunOptions()
     settings = scenario.settings
     base = options.deadlines
@@ -277,7 +279,7 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
     run_dir, dir_claim = claim_run_dir(run_dir)
     try:
         result = _run_claimed(target, scenario, run_dir, options, policy, ready_s, step_s,
-                              stop_s, started, started_at)
+                              stop_s, started, started_at, debugger)
         return result
     finally:
         dir_claim.release()
@@ -285,17 +287,22 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
 
 def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: RunOptions,
                  policy: LeakPolicy, ready_s: float, step_s: float, stop_s: float,
-                 started: float, started_at: float) -> RunResult:
+                 started: float, started_at: float, debugger=None) -> RunResult:
     stop_signal = options.stop_signal or scenario.settings.stop_signal
     valgrind, env = detector_setup(options, run_dir)
+    if debugger is not None:
+        valgrind = replace(valgrind, debug=True)
     server = Server(target, run_dir, valgrind, env, options.config_templates)
     if valgrind.enabled and valgrind.tool in ("memcheck", "helgrind", "drd"):
         server.on_hang = lambda s: vgdb.collect(s.hung_pid(), run_dir)
     played = PlayResult()
     player = None
     ready = False
+    watch = None
     try:
         server.start()
+        if debugger is not None:
+            watch = debugger.watch(run_dir, target.cwd)
         ready = server.wait_ready(ready_s)
         if ready:
             played, player = play(scenario, target.host, server.port,
@@ -303,6 +310,8 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
         exited_during = ready and not played.stopped and server.exited and not server.tree()
         exit_info = server.stop(stop_signal, stop_s)
     finally:
+        if watch is not None:
+            watch.stop()
         if player is not None:
             player.close_all()
         server.kill()

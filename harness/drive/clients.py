@@ -287,14 +287,26 @@ class Player:
                 if deadline.expired():
                     raise StepFailed(f"{conn.name}: send did not finish within "
                                      f"{self._timeout(step):g}s ({conn.sent} bytes sent)")
-                conn.sock.settimeout(max(deadline.left(), 0.001))
-                try:
-                    conn.sock.sendall(piece)
-                except socket.timeout:
+                self._send_piece(conn, piece, deadline)
+                conn.remember(piece)
+
+    def _send_piece(self, conn: Conn, piece: bytes, deadline: Deadline) -> None:
+        """All of `piece`, by writes that each either take some bytes or time
+        out having taken none (sendall would lose count on a timeout): a
+        deadline held meanwhile (run --debug) lets the write go on after."""
+        view = memoryview(piece)
+        done = 0
+        while done < len(piece):
+            conn.sock.settimeout(max(deadline.left(), 0.001))
+            try:
+                n = conn.sock.send(view[done:])
+            except socket.timeout:
+                if deadline.expired():
                     raise StepFailed(f"{conn.name}: the server stopped taking data "
                                      f"({conn.sent} bytes sent)") from None
-                conn.sent += len(piece)
-                conn.remember(piece)
+                continue
+            done += n
+            conn.sent += n
 
     def _read_exact(self, conn: Conn, size: int, deadline: Deadline, what: str) -> bytes:
         while len(conn.buffer) < size:
@@ -311,7 +323,9 @@ class Player:
         try:
             chunk = conn.sock.recv(1 << 16)
         except socket.timeout:
-            raise StepFailed(f"{conn.name}: timed out; {context}") from None
+            if deadline.expired():
+                raise StepFailed(f"{conn.name}: timed out; {context}") from None
+            return      # the deadline was held meanwhile (run --debug): the caller reads on
         if not chunk:
             raise StepFailed(f"{conn.name}: the server closed the connection; {context}")
         conn.received += len(chunk)

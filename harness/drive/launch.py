@@ -165,6 +165,7 @@ class ValgrindOptions:
     suppressions: list[str] = field(default_factory=list)
     log_per_pid: bool = False       # --log-file=valgrind.%p.log (following children)
     trace_children: bool = False
+    debug: bool = False             # run --debug: the gdbserver stops at the first error
 
     def argv(self, run_dir: Path) -> list[str]:
         if not self.enabled:
@@ -179,6 +180,8 @@ class ValgrindOptions:
                 args.append("--track-origins=yes")
         if self.trace_children:
             args.append("--trace-children=yes")
+        if self.debug:
+            args += ["--vgdb=yes", "--vgdb-error=1"]
         args += [f"--suppressions={s}" for s in self.suppressions]
         return args + list(self.extra)
 
