@@ -135,3 +135,70 @@ def test_simplify_drops_may_fail_and_nodelay_when_the_bug_does_not_need_them() -
              {"do": "reset", "conn": "f2", "may_fail": True}]
     out = Reducer({"steps": steps}, FakeOracle(two_connections_x_and_reset), valid).run()
     assert all("may_fail" not in s and "nodelay" not in s for s in out["steps"])
+
+
+# -- shrink's search over runs that are not always alike ------------------------------------------
+class FakeRunner:
+    """Stands for shrink's Runner: `bug(steps, nth)` says whether the nth run
+    of that very scenario shows the finding."""
+
+    def __init__(self, folder, bug) -> None:
+        self.folder = folder
+        self.bug = bug
+        self.jobs = 2
+        self.runs = 0
+        self.elapsed = 0.0
+        self.seen: dict[str, int] = {}
+
+    def left(self) -> int:
+        return 10_000
+
+    def run(self, texts):
+        import tomllib
+        out = []
+        for text in texts:
+            self.runs += 1
+            self.seen[text] = self.seen.get(text, 0) + 1
+            folder = self.folder / f"run{self.runs}"
+            folder.mkdir()
+            (folder / "scenario.toml").write_text(text)
+            shows = self.bug(tomllib.loads(text)["steps"], self.seen[text])
+            out.append({"verdict": "memory-error" if shows else "clean",
+                        "signatures": ["InvalidFree f@x.c"] if shows else [],
+                        "run_dir": str(folder)})
+        return out
+
+
+def stalled_reset(steps, nth: int) -> bool:
+    """Open, send, reset on one connection shows the bug on every other run;
+    with a stall before the send, on every run."""
+    kinds = [s["do"] for s in steps]
+    if not {"open", "send", "reset"} <= set(kinds):
+        return False
+    if "stall" in kinds and kinds.index("stall") < kinds.index("send"):
+        return True
+    return nth % 2 == 1
+
+
+def test_a_flaky_result_is_replaced_by_one_that_reproduces_every_time(tmp_path) -> None:
+    from harness.drive.launch import Target
+    from harness.options import RunOptions
+    from harness.tools.shrink import EXIT_MINIMAL, Shrink
+    original = tmp_path / "original.toml"
+    original.write_text("".join(f"[[steps]]\n{body}\n" for body in (
+        'do = "open"\nconn = "c"', 'do = "open"\nconn = "d"', 'do = "stall"\nconn = "c"',
+        'do = "send"\nconn = "d"\ntext = "noise"', 'do = "send"\nconn = "c"\nsize = 4096',
+        'do = "pause"\nseconds = 0.1', 'do = "reset"\nconn = "c"')))
+    said = []
+    job = Shrink(target=Target(argv=["srv", "{port}"], port_mode="substitute"),
+                 options=RunOptions(), scenario_path=original, out=tmp_path / "work",
+                 output=tmp_path / "minimal.toml", say=said.append)
+    runner = FakeRunner(tmp_path, stalled_reset)
+    status, report = job._run(runner)
+    assert status == EXIT_MINIMAL, said
+    assert report.reproduced == 10 and report.minimal
+    assert any("reproduce every time" in line for line in said)
+    import tomllib
+    steps = tomllib.loads((tmp_path / "minimal.toml").read_text())["steps"]
+    assert [s["do"] for s in steps] == ["open", "stall", "send", "reset"]
+    assert steps[2]["size"] == 1

@@ -124,12 +124,15 @@ class Runner:
 
 class Oracle:
     """reduce.Oracle over real runs: the first candidate (in order) that
-    meets the goal, evaluated `jobs` at a time; each scenario text is run
-    once (a cache)."""
+    meets the goal, first runs `jobs` at a time; each scenario text is
+    judged once (a cache).  With `need` above 1 (the strict phase after a
+    flaky result), a candidate is accepted only when it meets the goal
+    `need` runs in a row: the runs after the first stop at the first miss."""
 
-    def __init__(self, runner: Runner, goal: Goal) -> None:
+    def __init__(self, runner: Runner, goal: Goal, need: int = 1) -> None:
         self.runner = runner
         self.goal = goal
+        self.need = need
         self.cache: dict[str, bool] = {}
 
     def first(self, candidates: list[Data]) -> int | None:
@@ -147,17 +150,37 @@ class Oracle:
                     break
                 if texts[j] not in self.cache and all(texts[j] != texts[b] for b in batch):
                     batch.append(j)
-            room = self.runner.left()
-            if room <= 0:
-                raise OutOfBudget()
-            batch = batch[:room]
-            for k, outcome in zip(batch, self.runner.run([texts[b] for b in batch])):
-                self.cache[texts[k]] = self.goal.met(outcome)
+            passed = {k for k, ok in zip(batch, self._runs([texts[b] for b in batch])) if ok}
+            for k in batch:
+                if k not in passed:
+                    self.cache[texts[k]] = False
             for k in range(i, batch[-1] + 1):
-                if self.cache.get(texts[k]):
+                known = self.cache.get(texts[k])
+                if known:
                     return k
+                if known is None and k in passed:
+                    self.cache[texts[k]] = self.again(texts[k], self.need - 1)
+                    if self.cache[texts[k]]:
+                        return k
             i = batch[-1] + 1
         return None
+
+    def again(self, text: str, times: int) -> bool:
+        """`times` more runs all meet the goal (`jobs` at a time, stopping at
+        the first batch with a miss)."""
+        left = times
+        while left > 0:
+            chunk = min(left, self.runner.jobs)
+            if not all(self._runs([text] * chunk)):
+                return False
+            left -= chunk
+        return True
+
+    def _runs(self, texts: list[str]) -> list[bool]:
+        room = self.runner.left()
+        if room < len(texts):
+            raise OutOfBudget()
+        return [self.goal.met(o) for o in self.runner.run(texts)]
 
 
 @dataclass
@@ -275,27 +298,40 @@ class Shrink:
                  f"and {self.seconds:.0f} s, {self.jobs} at a time")
         oracle = Oracle(runner, goal)
         oracle.cache[toml_text(start)] = True
+        history: list[Data] = [start]
         last = [len(start["steps"])]
 
         def progress(phase: str, data: Data) -> None:
+            history.append(data)
             if len(data["steps"]) != last[0] or phase not in ("steps", "connections"):
                 self.say(f"  [{runner.runs:4} runs {runner.elapsed:6.1f} s] "
                          f"{len(data['steps']):4} steps  ({phase})")
                 last[0] = len(data["steps"])
 
         reducer = Reducer(start, oracle, valid, progress)
+        self._steady: Reducer | None = None
         try:
             reducer.run()
         except OutOfBudget:
             report.budget_spent = True
+        reproduced = self._confirm(runner, goal, reducer.data)
+        if reproduced < self.confirm and not report.budget_spent and self.confirm > 1:
+            self.say(f"shrink: the result reproduced {reproduced} of {self.confirm} times: "
+                     "looking for the last step down that reproduces every time")
+            try:
+                reducer = self._stabilize(runner, oracle, reducer, history, progress)
+            except OutOfBudget:
+                reducer = self._steady or reducer
+                report.budget_spent = True
+            if self._steady is not None:
+                reproduced = self._confirm(runner, goal, reducer.data)
+        if report.budget_spent:
             self.say(f"shrink: budget spent ({runner.runs} runs, {runner.elapsed:.0f} s): "
                      "keeping the smallest scenario found so far")
         report.minimal = reducer.minimal and not report.budget_spent
         best = renumber(reducer.data)
         report.steps_after = len(best["steps"])
-        text = toml_text(best)
-        outcomes = runner.run([text] * self.confirm)     # outside the budget
-        report.reproduced = sum(1 for o in outcomes if goal.met(o))
+        report.reproduced = reproduced
         report.runs = runner.runs
         report.seconds = runner.elapsed
         self._write(best, report)
@@ -305,6 +341,40 @@ class Shrink:
         status = EXIT_MINIMAL if report.minimal and report.reproduced == self.confirm \
             else EXIT_UNDECIDED
         return status, report
+
+    def _confirm(self, runner: Runner, goal: Goal, data: Data) -> int:
+        """How many of `confirm` runs (outside the budget) meet the goal."""
+        outcomes = runner.run([toml_text(renumber(data))] * self.confirm)
+        return sum(1 for o in outcomes if goal.met(o))
+
+    def _stabilize(self, runner: Runner, oracle: Oracle, reducer: Reducer,
+                   history: list[Data], progress) -> Reducer:
+        """The result was accepted on a lucky run: find the last scenario on
+        the way down that reproduces `confirm` times out of `confirm` (a
+        binary search, the original first), and reduce again from it,
+        accepting only what reproduces that many times in a row."""
+        oracle.cache[toml_text(reducer.data)] = False
+        steady = [toml_text(h) for h in history]
+        if not oracle.again(steady[0], self.confirm):
+            self.say("shrink: the original is flaky itself: keeping the smallest result")
+            return reducer
+        low, high = 0, len(history) - 1     # history[low] steady, history[high] flaky
+        while high - low > 1:
+            mid = (low + high) // 2
+            if oracle.again(steady[mid], self.confirm):
+                low = mid
+            else:
+                oracle.cache[steady[mid]] = False
+                high = mid
+        self.say(f"  [{runner.runs:4} runs {runner.elapsed:6.1f} s] "
+                 f"{len(history[low]['steps']):4} steps reproduce every time: reducing from "
+                 f"there, each step down checked {self.confirm} times")
+        strict = Oracle(runner, oracle.goal, need=self.confirm)
+        strict.cache = {t: ok for t, ok in oracle.cache.items() if ok is False}
+        strict.cache.update({t: True for t in steady[:low + 1]})
+        self._steady = again = Reducer(history[low], strict, valid, progress)
+        again.run()     # a spent budget leaves `again` with its best steady scenario
+        return again
 
     def _expand(self, runner: Runner, goal: Goal, data: Data, played_dir: Path,
                 report: Report) -> Data:
