@@ -39,6 +39,8 @@ LOOK = 0.25                 # seconds between looks when no event comes (termina
 RECORD_LINES = 24           # lines of the error shown
 VGDB_SECONDS = 30.0         # for the gdbserver to take the command that lets it run on
 _LINE = re.compile(r"^==(\d+)== ?(.*)$")
+_FRAME = re.compile(r"^\s*(at|by) 0x[0-9A-Fa-f]+: ")
+_SOURCE = re.compile(r"\([^()]*:\d+\)$")
 _IN_MODIFY, _IN_CREATE, _IN_NONBLOCK, _IN_CLOEXEC = 0x2, 0x100, 0o4000, 0o2000000
 
 
@@ -46,6 +48,27 @@ def attach_command(program: str, prefix: Path, pid: int) -> str:
     """The shell command that attaches gdb to a stopped process."""
     remote = f"target remote | vgdb --vgdb-prefix={shlex.quote(str(prefix))} --pid={pid}"
     return f"gdb {shlex.quote(program)} -ex {shlex.quote(remote)}"
+
+
+def shown_record(lines: list[str]) -> list[str]:
+    """An error record as a person reads it: each stack's first frame (where
+    it happened) and the frames with a source line; library frames between
+    them folded into '...'."""
+    out: list[str] = []
+    first = True
+    for line in lines:
+        if not line.strip():
+            continue
+        if not _FRAME.match(line):
+            out.append(line)
+            first = True
+            continue
+        if first or _SOURCE.search(line):
+            out.append(line)
+        elif out[-1].strip() != "...":
+            out.append(" " * (len(line) - len(line.lstrip())) + "...")
+        first = False
+    return out
 
 
 def relay_attached(pid: int) -> bool:
@@ -188,7 +211,7 @@ class DebugWatch(threading.Thread):
     def _attend(self, pid: int) -> None:
         self.stops += 1
         with hold():
-            record = [line for line in self.records.get(pid, []) if line.strip()]
+            record = shown_record(self.records.get(pid, []))
             self.say(f"debug: valgrind stopped the server (pid {pid}) at its first error:")
             for line in record[:RECORD_LINES]:
                 self.say(f"    {line}")
