@@ -202,3 +202,17 @@ def test_a_flaky_result_is_replaced_by_one_that_reproduces_every_time(tmp_path) 
     steps = tomllib.loads((tmp_path / "minimal.toml").read_text())["steps"]
     assert [s["do"] for s in steps] == ["open", "stall", "send", "reset"]
     assert steps[2]["size"] == 1
+
+
+def test_tidy_leaves_out_what_the_defaults_say() -> None:
+    from harness.tools.reduce import tidy
+    data = {"steps": [{"do": "open", "conn": "s", "count": 1, "rcvbuf": 4096},
+                      {"do": "send", "conn": "s", "size": 5, "repeat": 1, "chunk": "all",
+                       "line_length": 0},
+                      {"do": "expect", "conn": "s", "echo": True, "line": False},
+                      {"do": "storm", "count": 3, "echo": True}]}
+    assert tidy(data)["steps"] == [{"do": "open", "conn": "s", "rcvbuf": 4096},
+                                   {"do": "send", "conn": "s", "size": 5, "line_length": 0},
+                                   {"do": "expect", "conn": "s", "echo": True},
+                                   {"do": "storm", "count": 3, "echo": True}]
+    assert valid(tidy(data))

@@ -317,3 +317,21 @@ def _split(units: list, n: int) -> list[list]:
         out.append(units[at:end])
         at = end
     return [c for c in out if c]
+
+
+def tidy(data: Data) -> Data:
+    """Keys that say what their default says, left out (a group of one:
+    `count = 1`; `repeat = 1`; `chunk = "all"`): nothing on the wire changes.
+    A storm's and a fuzz's keys stay as they are (their defaults depend on
+    one another)."""
+    from ..drive.scenario import STEPS
+    steps = []
+    for step in data["steps"]:
+        keys = STEPS.get(step.get("do"), ({}, ""))[0]
+        if step.get("do") in ("storm", "fuzz"):
+            steps.append(step)
+            continue
+        steps.append({k: v for k, v in step.items()
+                      if k == "do" or k not in keys or keys[k].default is None
+                      or keys[k].default != v or type(keys[k].default) is not type(v)})
+    return dict(data, steps=steps)

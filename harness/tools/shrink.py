@@ -32,7 +32,7 @@ from ..drive.replay import expand_scenario, renumber
 from ..drive.scenario import ScenarioError, load_scenario, parse_scenario, toml_text
 from ..options import RunOptions
 from ..repro import command, run_args
-from .reduce import Data, OutOfBudget, Reducer
+from .reduce import Data, OutOfBudget, Reducer, tidy
 
 EXIT_MINIMAL, EXIT_NOT_REPRODUCED, EXIT_USAGE, EXIT_UNDECIDED = 0, 1, 2, 3
 CONFIRM = 10
@@ -329,7 +329,7 @@ class Shrink:
             self.say(f"shrink: budget spent ({runner.runs} runs, {runner.elapsed:.0f} s): "
                      "keeping the smallest scenario found so far")
         report.minimal = reducer.minimal and not report.budget_spent
-        best = renumber(reducer.data)
+        best = tidy(renumber(reducer.data))
         report.steps_after = len(best["steps"])
         report.reproduced = reproduced
         report.runs = runner.runs
@@ -344,7 +344,7 @@ class Shrink:
 
     def _confirm(self, runner: Runner, goal: Goal, data: Data) -> int:
         """How many of `confirm` runs (outside the budget) meet the goal."""
-        outcomes = runner.run([toml_text(renumber(data))] * self.confirm)
+        outcomes = runner.run([toml_text(tidy(renumber(data)))] * self.confirm)
         return sum(1 for o in outcomes if goal.met(o))
 
     def _stabilize(self, runner: Runner, oracle: Oracle, reducer: Reducer,
