@@ -11,8 +11,9 @@ detectors) keep their meaning.  Added: `outcome` (pass, fail, unresolved),
 `gate` (which gate this is, its shard and its size), `srcroot`,
 `patterns`, `baseline`, and per case `index`, `target`, `executable`,
 `files` (paths relative to the report folder), `heap_by_process`,
-`startup_output` and `issues` (what SARIF and JUnit report, one per
-signature, each with the frames a person is shown).
+`startup_output`, `issues` (what SARIF and JUnit report, one per
+signature, each with the frames a person is shown) and `repro` (the `run`
+command that reproduces the case with its run folder's scenario.toml).
 """
 from __future__ import annotations
 
