@@ -247,7 +247,11 @@ def keep_scenario(target: Target, scenario: Scenario, played: PlayResult, run_di
     random step did) in the run folder; the command that reproduces the
     run with that copy."""
     path = run_dir.resolve() / "scenario.toml"
-    found = repro(target, options, path)
+    # Relative to where the harness runs when the run folder is below it: a
+    # CI's report folder, downloaded into a checkout, gives the same path.
+    shown = path.relative_to(Path.cwd().resolve()) if Path.cwd().resolve() in path.parents \
+        else path
+    found = repro(target, options, shown)
     header = [f"The scenario {scenario.name} ({scenario.source}) as this run played it"
               + (", seeds made explicit" if played.played else "") + ".",
               "Reproduce: " + found["command"]]

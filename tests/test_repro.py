@@ -119,15 +119,18 @@ def test_gate_prints_a_command_that_reproduces_the_failure(toy_server: Path,
     summary = json.loads((out / "summary.json").read_text())
     case = summary["cases"][0]
     assert case["repro"]["command"] == printed[0]
-    assert f"--scenario {case['files']['run_dir']}" not in printed[0]   # absolute, not relative
-    run_dir = out / case["files"]["run_dir"]
-    assert f"--scenario {run_dir.resolve() / 'scenario.toml'}" in printed[0]
+    # The report folder is below where the gate ran: the path is relative to
+    # it, as it is for a CI's report downloaded into a checkout.
+    assert printed[0].endswith(f"--scenario report/{case['files']['run_dir']}/scenario.toml")
     assert "reproduce: <code>" in (out / "summary.md").read_text()
     assert "reproduce locally:" in (out / "index.html").read_text()
     assert f"reproduce: {printed[0]}" in (out / "junit.xml").read_text().replace("&apos;", "'")
     scenario.unlink()       # the command uses the run folder's copy
+    moved = tmp_path / "elsewhere"          # the report, downloaded into another checkout
+    moved.mkdir()
+    (tmp_path / "report").rename(moved / "report")
     again = shell(printed[0] + f" --out {shlex.quote(str(tmp_path / 'again'))} --json -",
-                  tmp_path)
+                  moved)
     assert again.returncode == 1, again.stderr
     data = json.loads(again.stdout)
     assert data["verdict"] == case["verdict"] == "memory-error"
