@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -238,7 +239,8 @@ def resolve_target(args: argparse.Namespace):
         raise UsageError(f"{binary} is not built: run 'make servers"
                          f"{' SANITIZE=address' if 'asan' in binary.parts else ''}' first")
     return Target(argv=[str(binary), "--port", "0"], port_mode="announce", host=args.host,
-                  name=f"{pattern.name}-{variant}"), pattern, variant
+                  name=f"{pattern.name}-{variant}", pattern=pattern.name,
+                  variant=variant), pattern, variant
 
 
 def require_checkout(what: str) -> None:
@@ -251,7 +253,6 @@ def require_checkout(what: str) -> None:
 def check_program(program: str, cwd: str | None) -> None:
     """The server's program exists and can be run (found on PATH when its
     name has no '/', else relative to --cwd), before anything starts."""
-    import shutil
     shown = program if len(program) <= 80 else program[:77] + "..."
     if "/" not in program:
         if shutil.which(program) is None:
@@ -267,6 +268,14 @@ def check_program(program: str, cwd: str | None) -> None:
         raise UsageError(f"--cmd: cannot start {shown!r}: no such file")
     if not runnable:
         raise UsageError(f"--cmd: cannot start {shown!r}: not executable")
+
+
+def set_source_dirs(options, pattern, args: argparse.Namespace) -> None:
+    """Where the server's sources are: --source-dir, else a pair's folders."""
+    if pattern:
+        options.source_dirs = [str(pattern.directory), str(pattern.directory.parent / "common")]
+    if args.source_dir:
+        options.source_dirs = list(args.source_dir)
 
 
 def run_options(args: argparse.Namespace, pattern):
@@ -316,6 +325,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     target, pattern, variant = resolve_target(args)
     options = run_options(args, pattern)
+    debugger = _debugger(args, options)
     scenario_ref = args.scenario or (pattern.trigger if pattern and variant == "buggy" else None)
     try:
         scenario = load_scenario(_scenario_ref(scenario_ref)) if scenario_ref else DEFAULT
@@ -324,16 +334,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_base = writable_dir("--out", Path(args.out) if args.out else REPORTS / "runs")
     writable_file("--json", args.json)
     out = human(args)
-    if pattern:
-        options.source_dirs = [str(pattern.directory), str(pattern.directory.parent / "common")]
-    if args.source_dir:
-        options.source_dirs = list(args.source_dir)
+    set_source_dirs(options, pattern, args)
     if args.load:
         return _run_load(args, target, scenario, options, out_base, out)
     results = []
     for i in range(args.repeat):
         run_dir = out_base / (f"{target.name}-{scenario.name}" + (f"-{i + 1}" if args.repeat > 1 else ""))
-        result = run_case(target, scenario, run_dir, options)
+        result = run_case(target, scenario, run_dir, options, debugger)
         results.append(result)
         if args.repeat == 1:
             print_result(result, result.program, out)
@@ -352,6 +359,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if errors:
         raise UsageError(errors[0])
     return exit_status(worst)
+
+
+def _debugger(args: argparse.Namespace, options):
+    """`run --debug`: refused where it cannot work, else the terminal side."""
+    if not args.debug:
+        return None
+    from .drive.debug import Debugger
+    if options.native or options.detector == "asan":
+        raise UsageError("--debug stops valgrind's gdbserver at the first error: it needs "
+                         "valgrind (not --native, not --detector asan)")
+    if args.repeat > 1 or args.load:
+        raise UsageError("--debug runs the case once: drop --repeat and --load")
+    if not os.isatty(0):
+        raise UsageError("--debug: stdin is not a terminal: the run waits for you (Enter, or "
+                         "gdb detaching) when the server stops at its first error")
+    if shutil.which("vgdb") is None or shutil.which("gdb") is None:
+        raise UsageError("--debug needs gdb and valgrind's vgdb on PATH (apt-get install gdb "
+                         "valgrind)")
+    out = human(args)
+    return Debugger(lambda text: print(text, file=out, flush=True), 0)
 
 
 def _run_load(args, target, scenario, options, out_base: Path, out) -> int:
@@ -468,6 +495,8 @@ def _gate_failure_lines(r) -> list[str]:
         lines += [f"  {visible(line)}" for line in r.run.startup_output.splitlines()[-10:]]
     if r.run.log_path.exists():
         lines.append(f"log: {_rel(r.run.log_path)}")
+    if r.run.repro:
+        lines.append(f"reproduce: {r.run.repro['command']}")
     return lines
 
 
@@ -589,6 +618,111 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return _finish_gate(results, args, out_dir, baseline, gate_identity(args, every))
 
 
+# What `shrink RUN_DIR` refuses beside the folder: the case comes from the run.
+_CASE_FLAGS = (("--cmd", "cmd", None), ("--scenario", "scenario", None),
+               ("--variant", "variant", None), ("--port", "port", None),
+               ("--detector", "detector", "memcheck"), ("--native", "native", False),
+               ("--leak-kinds", "leak_kinds", None), ("--stop-signal", "stop_signal", None),
+               ("--track-origins", "track_origins", False), ("--suppressions", "suppressions", []),
+               ("--valgrind-arg", "valgrind_arg", []), ("--cwd", "cwd", None),
+               ("--env", "env", []), ("--config-template", "config_template", []),
+               ("--follow-children", "follow_children", False), ("--source-dir", "source_dir", []))
+
+
+def _run_folder_case(run_dir: Path, args: argparse.Namespace):
+    """The case a run folder holds: its result.json's reproduction command
+    (the server, the options) and its scenario.toml (as played)."""
+    import json
+    given = [flag for flag, dest, default in _CASE_FLAGS if getattr(args, dest) != default]
+    if given:
+        raise UsageError(f"{given[0]}: {run_dir} brings its own case (the command in its "
+                         "result.json); drop it, or shrink PATTERN or --cmd with --scenario")
+    result_file = run_dir / "result.json"
+    try:
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+        repro_args = list(result["repro"]["args"])
+        if not repro_args or repro_args[0] != "run":
+            raise ValueError("not a run command")
+    except FileNotFoundError:
+        raise UsageError(f"{run_dir}: no result.json: not a run folder") from None
+    except OSError as exc:
+        raise UsageError(f"{result_file}: cannot read: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{result_file}: no reproduction command in it ({exc}); written by an "
+                         "older harness? shrink PATTERN or --cmd with --scenario instead") from None
+    if not (run_dir / "scenario.toml").is_file():
+        raise UsageError(f"{run_dir}: no scenario.toml (the scenario as played)")
+    ns = build_parser().parse_args(repro_args)
+    return ns, result
+
+
+def cmd_shrink(args: argparse.Namespace) -> int:
+    from .drive.scenario import ScenarioError, load_scenario
+    from .tools.shrink import Shrink, pick_signature
+
+    run_dir = Path(args.source) if args.source and Path(args.source).is_dir() else None
+    if args.source and run_dir is None and ("/" in args.source or Path(args.source).exists()):
+        raise UsageError(f"{args.source}: no such run folder")
+    verdict = signature = None
+    case_args = args
+    if run_dir is not None:
+        case_args, result = _run_folder_case(run_dir, args)
+        verdict = result.get("verdict")
+        scenario_ref = str(run_dir / "scenario.toml")
+    else:
+        args.pattern = args.source
+        scenario_ref = args.scenario
+    target, pattern, variant = resolve_target(case_args)
+    options = run_options(case_args, pattern)
+    set_source_dirs(options, pattern, case_args)
+    expect = pattern.expectation(variant, options.detector) if pattern else None
+    if scenario_ref is None:
+        if not (pattern and variant == "buggy"):
+            raise UsageError("shrink needs --scenario NAME|FILE (or a run folder)")
+        scenario_ref = pattern.trigger
+    try:
+        scenario = load_scenario(_scenario_ref(scenario_ref))
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    if run_dir is not None:
+        signature = pick_signature(result.get("signatures") or [], args.signature, expect)
+        if verdict in (None, "clean", "unresolved") or signature is None:
+            what = f"--signature {args.signature!r} is not among its findings" \
+                if args.signature else f"its verdict is {verdict}, with no finding to keep"
+            raise UsageError(f"{run_dir}: nothing to shrink: {what}")
+    else:
+        signature = args.signature
+    name = f"{target.name}-{scenario.name}"
+    out = writable_dir("--out", Path(args.out) if args.out else
+                       (run_dir / "shrink" if run_dir else REPORTS / "shrink" / name))
+    output = writable_file("--output", args.output) or \
+        (run_dir / "minimal.toml" if run_dir else out / "minimal.toml")
+    writable_file("--output", str(output))
+    writable_file("--json", args.json)
+    if args.max_runs < 1 or args.time <= 0 or not 1 <= args.confirm <= 100:
+        raise UsageError("--max-runs (at least 1), --time (seconds above 0) and --confirm "
+                         "(1 to 100) must be positive")
+    say_to = human(args)
+    job = Shrink(target=target, options=options, scenario_path=Path(scenario.source), out=out,
+                 output=output, jobs=args.jobs, max_runs=args.max_runs, seconds=args.time,
+                 confirm=args.confirm, signature=signature, verdict=verdict, expect=expect,
+                 say=lambda text: print(text, file=say_to, flush=True))
+    status, report = job.run()
+    if report is not None:
+        shown = output.read_text(encoding="utf-8")
+        body = shown[shown.index("\n\n") + 2:] if "\n\n" in shown else shown
+        print("", file=say_to)
+        print(body.rstrip(), file=say_to)
+        print("", file=say_to)
+        for line in report.header(args.jobs)[2:]:
+            print(line, file=say_to)
+        print(f"Written:  {_rel(output)}", file=say_to, flush=True)
+        write_json(report.to_json() | {"exit": status}, args.json)
+    else:
+        write_json({"exit": status, "reproduced": 0}, args.json)
+    return status
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .tools.demo import run_demo
     require_checkout("demo")
@@ -686,6 +820,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run at two connection counts, report the leak per connection")
     pr.add_argument("--json", metavar="PATH|-", help="write the result as JSON ('-': stdout)")
     pr.add_argument("--out", help="directory for the run's files (default reports/runs)")
+    pr.add_argument("--debug", action="store_true",
+                    help="valgrind's gdbserver stops the server at its first error; the run "
+                         "prints the gdb command to attach and waits (needs a terminal)")
     add_run_options(pr)
     pr.set_defaults(func=cmd_run)
 
@@ -743,6 +880,35 @@ def build_parser() -> argparse.ArgumentParser:
     prm.add_argument("--sarif", metavar="PATH", help="SARIF path (default OUT/report.sarif)")
     prm.add_argument("--junit", metavar="PATH", help="JUnit XML path (default OUT/junit.xml)")
     prm.set_defaults(func=cmd_report_merge)
+
+    psh = sub.add_parser("shrink", help="the smallest scenario that still shows a finding",
+                         description="Reduce a failing case's scenario (its random steps "
+                                     "expanded first) to a 1-minimal one that shows the same "
+                                     "verdict with a finding of the same signature.")
+    psh.add_argument("source", nargs="?", metavar="RUN_DIR|PATTERN",
+                     help="a failing run's folder (its result.json and scenario.toml), or one "
+                          "of the project's servers")
+    psh.add_argument("--variant", choices=("buggy", "fixed", "main"))
+    target_options(psh, cmd_required=False)
+    psh.add_argument("--scenario", help="a named scenario or a file")
+    psh.add_argument("--native", action="store_true", help="run without valgrind")
+    psh.add_argument("--signature", help="the finding to keep (default: the pair's expected "
+                                         "one, else the run's first)")
+    psh.add_argument("-j", "--jobs", type=_jobs, default=1,
+                     help=f"candidates run at once (1 to {MAX_JOBS})")
+    psh.add_argument("--max-runs", type=int, default=500,
+                     help="runs the search may spend (default 500; the final check adds --confirm)")
+    psh.add_argument("--time", type=float, default=3600.0, metavar="SECONDS",
+                     help="seconds the search may take (default 3600)")
+    psh.add_argument("--confirm", type=int, default=10,
+                     help="times the result is run at the end (default 10)")
+    psh.add_argument("--output", metavar="FILE",
+                     help="the minimal scenario (default RUN_DIR/minimal.toml, or OUT/minimal.toml)")
+    psh.add_argument("--out", metavar="DIR", help="folder for the candidates' runs (default "
+                                                  "RUN_DIR/shrink or reports/shrink/NAME)")
+    psh.add_argument("--json", metavar="PATH|-", help="write the figures as JSON ('-': stdout)")
+    add_run_options(psh)
+    psh.set_defaults(func=cmd_shrink)
 
     from .tools.bisect import add_parser as add_bisect_parser
     add_bisect_parser(sub)

@@ -47,7 +47,8 @@ def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | N
                 if expect is None and not informational:
                     continue
                 binary = pattern.binary(variant, detector=detector)
-                target = Target(argv=[str(binary), "--port", "0"], name=f"{pattern.name}-{variant}")
+                target = Target(argv=[str(binary), "--port", "0"], name=f"{pattern.name}-{variant}",
+                                pattern=pattern.name, variant=variant)
                 scenarios = [pattern.trigger] if variant == "buggy" or (
                     every_scenario is not None and detector not in every_scenario) \
                     else (pattern.scenarios or named_scenarios())
@@ -108,7 +109,7 @@ def run_cases(cases: list[Case], out_dir: Path, jobs: int = 1, baseline: dict[st
         for i, case in enumerate(cases):
             record(i, run_one(case, out_dir, baseline))
         return results     # type: ignore[return-value]
-    with _Workers(min(jobs, len(cases))) as workers:
+    with Workers(min(jobs, len(cases)), run_one) as workers:
         pending = list(range(len(cases)))
         ports_in_use: set[int] = set()
         while pending or workers.busy:
@@ -148,7 +149,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker_main(parent: int, tasks, results) -> None:
+def _worker_main(parent: int, fn: Callable, tasks, results) -> None:
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent decides what an interrupt does
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -156,18 +157,18 @@ def _worker_main(parent: int, tasks, results) -> None:
         item = tasks.get()
         if item is None:
             return
-        index, (case, out_dir, baseline) = item
+        index, args = item
         try:
-            results.put((index, run_one(case, out_dir, baseline), None))
+            results.put((index, fn(*args), None))
         except Exception as exc:     # noqa: BLE001 - handed to the parent, which re-raises it
             results.put((index, None, (type(exc).__name__, str(exc))))
 
 
 class _Worker:
-    def __init__(self, ctx, results) -> None:
+    def __init__(self, ctx, fn: Callable, results) -> None:
         self.tasks = ctx.SimpleQueue()
-        self.process = ctx.Process(target=_worker_main, args=(os.getpid(), self.tasks, results),
-                                   daemon=True)
+        self.process = ctx.Process(target=_worker_main,
+                                   args=(os.getpid(), fn, self.tasks, results), daemon=True)
         self.process.start()
         self.index: int | None = None
 
@@ -176,11 +177,15 @@ class _Worker:
         self.tasks.put((index, payload))
 
 
-class _Workers:
-    def __init__(self, count: int) -> None:
+class Workers:
+    """`count` worker processes, each calling `fn(*args)` for the tasks it
+    is given (`fn` a module-level function: it is sent by name); results
+    come back with the task's index, as they finish."""
+
+    def __init__(self, count: int, fn: Callable) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.results = ctx.Queue()
-        self.workers = [_Worker(ctx, self.results) for _ in range(count)]
+        self.workers = [_Worker(ctx, fn, self.results) for _ in range(count)]
 
     @property
     def busy(self) -> list[_Worker]:
@@ -189,7 +194,7 @@ class _Workers:
     def idle(self) -> list[_Worker]:
         return [w for w in self.workers if w.index is None]
 
-    def next_result(self) -> tuple[int, CaseResult]:
+    def next_result(self) -> tuple[int, object]:
         while True:
             try:
                 index, result, error = self.results.get(timeout=0.5)
@@ -209,7 +214,7 @@ class _Workers:
                 raise RuntimeError(f"{name}: {message}")
             return index, result
 
-    def __enter__(self) -> "_Workers":
+    def __enter__(self) -> "Workers":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -31,6 +31,9 @@ OWNED_VALGRIND_OPTIONS = {
     "--tool": "choose the tool with --detector (memcheck, helgrind, drd)",
     "--vgdb-prefix": "the gdbserver's FIFOs live in the run folder, removed after the run",
     "--error-markers": "the parser reads each record between valgrind's begin/end markers",
+    "--vgdb": "the harness asks the gdbserver where a hung server is; run --debug stops at "
+              "the first error",
+    "--vgdb-error": "run --debug stops the server at its first error (--vgdb-error=1)",
 }
 UNSTOPPABLE = (signal.SIGKILL, signal.SIGSTOP)
 
@@ -192,7 +195,8 @@ def add_run_options(parser, *, detectors: tuple[str, ...] = DETECTORS) -> None:
                    help="a valgrind suppressions file (repeatable)")
     g.add_argument("--valgrind-arg", action="append", default=[], metavar="ARG",
                    help="pass an option to valgrind, e.g. --valgrind-arg=--num-callers=40 "
-                        "(repeatable; the harness owns --log-file, --xml*, --tool, --vgdb-prefix)")
+                        "(repeatable; the harness owns --log-file, --xml*, --tool, --vgdb-prefix, "
+                        "--vgdb, --vgdb-error)")
     g.add_argument("--cwd", metavar="DIR", help="the server's working directory")
     g.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="set a variable in the server's environment (repeatable; {port} and "
@@ -203,6 +207,37 @@ def add_run_options(parser, *, detectors: tuple[str, ...] = DETECTORS) -> None:
     g.add_argument("--follow-children", action="store_true",
                    help="judge every process the server starts (valgrind --trace-children=yes, "
                         "a log per PID), a daemon included")
+
+
+def option_args(options: RunOptions, *, source_dirs: bool = True) -> list[str]:
+    """The command-line flags that give these options back (the inverse of
+    options_from_args): what a reproduction command passes to `run`."""
+    out: list[str] = []
+    if options.native:
+        out.append("--native")
+    elif options.detector != "memcheck":
+        out += ["--detector", options.detector]
+    if options.leak_kinds_given:
+        out += ["--leak-kinds", options.leak_policy.describe()]
+    if options.stop_signal is not None:
+        out += ["--stop-signal", signal.Signals(options.stop_signal).name]
+    if options.track_origins:
+        out.append("--track-origins")
+    for path in options.suppressions:
+        out += ["--suppressions", path]
+    out += [f"--valgrind-arg={arg}" for arg in options.valgrind_args]
+    if options.cwd:
+        out += ["--cwd", options.cwd]
+    for name, value in options.env.items():
+        out += ["--env", f"{name}={value}"]
+    for template in options.config_templates:
+        out += ["--config-template", f"{template.source}:{template.name}"]
+    if options.follow_children:
+        out.append("--follow-children")
+    if source_dirs:
+        for folder in options.source_dirs or []:
+            out += ["--source-dir", folder]
+    return out
 
 
 def options_from_args(args, *, default_leak_kinds: str,

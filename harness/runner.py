@@ -12,7 +12,7 @@ from .drive import vgdb
 from .drive.clients import PlayResult, play
 from .drive.launch import OUTPUT_LIMIT, Server, Target, TargetError, ValgrindOptions
 from .drive.locks import NameLock, dir_lock
-from .drive.scenario import Scenario
+from .drive.scenario import Scenario, toml_text
 from .judge.frames import Program, annotate_log, frame_key, own_frames, signature
 from .judge.verdict import Judgement, LeakPolicy, judge
 from .logs import hangs
@@ -21,6 +21,7 @@ from .logs.source import log_lines
 from .logs.vglog import LogParseError, ValgrindLog, parse_lines
 from .model import DETECTORS, ExitInfo, Verdict
 from .options import RunOptions
+from .repro import repro
 from .timeouts import Deadlines
 
 
@@ -49,6 +50,7 @@ class RunResult:
     log_paths: list[Path] = field(default_factory=list)     # every log, log_path first
     program: Program = field(default_factory=Program)      # what is the server's own code
     missing_debug_info: list[str] = field(default_factory=list)  # own objects seen without -g
+    repro: dict | None = None           # the command that reproduces this run (repro.py)
 
     @property
     def verdict(self) -> Verdict:
@@ -113,6 +115,7 @@ class RunResult:
             "detector": self.detector,
             "hang": [t.to_json() for t in self.hang_threads] or None,
             "missing_debug_info": self.missing_debug_info,
+            "repro": self.repro,
         }
 
 
@@ -233,10 +236,41 @@ def read_detector_log(options: RunOptions, valgrind: ValgrindOptions,
     return read_log(server.log_path)
 
 
+def as_played(scenario: Scenario, played: PlayResult) -> dict:
+    """The scenario's data with each random step's seed made explicit (a
+    fuzz without one drew it as it ran)."""
+    data = scenario.data()
+    for index, recording in played.played.items():
+        data["steps"][index - 1]["seed"] = recording.seed
+    return data
+
+
+def keep_scenario(target: Target, scenario: Scenario, played: PlayResult, run_dir: Path,
+                  options: RunOptions) -> dict:
+    """scenario.toml (the scenario as played) and played.json (what each
+    random step did) in the run folder; the command that reproduces the
+    run with that copy."""
+    path = run_dir.resolve() / "scenario.toml"
+    # Relative to where the harness runs when the run folder is below it: a
+    # CI's report folder, downloaded into a checkout, gives the same path.
+    shown = path.relative_to(Path.cwd().resolve()) if Path.cwd().resolve() in path.parents \
+        else path
+    found = repro(target, options, shown)
+    header = [f"The scenario {scenario.name} ({scenario.source}) as this run played it"
+              + (", seeds made explicit" if played.played else "") + ".",
+              "Reproduce: " + found["command"]]
+    _write_quietly(path, toml_text(as_played(scenario, played), header).rstrip("\n"))
+    if played.played:
+        _write_quietly(run_dir / "played.json", json.dumps(played.played_json()))
+    return found
+
+
 def run_case(target: Target, scenario: Scenario, run_dir: Path,
-             options: RunOptions | None = None) -> RunResult:
+             options: RunOptions | None = None, debugger=None) -> RunResult:
     """One case, start to verdict.  `run_dir` is where its files go, or, when
-    another run is using that folder, `run_dir-2`, ... (RunResult.run_dir)."""
+    another run is using that folder, `run_dir-2`, ... (RunResult.run_dir).
+    `debugger` (drive.debug.Debugger, `run --debug`): valgrind's gdbserver
+    stops the server at its first error and the run waits for a person."""
     options = options or RunOptions()
     settings = scenario.settings
     base = options.deadlines
@@ -253,7 +287,7 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
     run_dir, dir_claim = claim_run_dir(run_dir)
     try:
         result = _run_claimed(target, scenario, run_dir, options, policy, ready_s, step_s,
-                              stop_s, started, started_at)
+                              stop_s, started, started_at, debugger)
         return result
     finally:
         dir_claim.release()
@@ -261,17 +295,22 @@ def run_case(target: Target, scenario: Scenario, run_dir: Path,
 
 def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: RunOptions,
                  policy: LeakPolicy, ready_s: float, step_s: float, stop_s: float,
-                 started: float, started_at: float) -> RunResult:
+                 started: float, started_at: float, debugger=None) -> RunResult:
     stop_signal = options.stop_signal or scenario.settings.stop_signal
     valgrind, env = detector_setup(options, run_dir)
+    if debugger is not None:
+        valgrind = replace(valgrind, debug=True)
     server = Server(target, run_dir, valgrind, env, options.config_templates)
     if valgrind.enabled and valgrind.tool in ("memcheck", "helgrind", "drd"):
         server.on_hang = lambda s: vgdb.collect(s.hung_pid(), run_dir)
     played = PlayResult()
     player = None
     ready = False
+    watch = None
     try:
         server.start()
+        if debugger is not None:
+            watch = debugger.watch(run_dir, target.cwd)
         ready = server.wait_ready(ready_s)
         if ready:
             played, player = play(scenario, target.host, server.port,
@@ -279,6 +318,8 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
         exited_during = ready and not played.stopped and server.exited and not server.tree()
         exit_info = server.stop(stop_signal, stop_s)
     finally:
+        if watch is not None:
+            watch.stop()
         if player is not None:
             player.close_all()
         server.kill()
@@ -308,6 +349,7 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
     result.missing_debug_info = program.missing_debug_info(judgement.findings)
     if server.maps:
         _write_quietly(run_dir / "maps.json", json.dumps(server.maps, indent=1))
+    result.repro = keep_scenario(target, scenario, played, run_dir, options)
     if server.output_bytes > OUTPUT_LIMIT:
         played.notes.append(f"the server wrote {server.output_bytes:,} bytes to stdout; the first "
                             f"{OUTPUT_LIMIT >> 20} MiB are kept in {server.stdout_path.name}")

@@ -6,7 +6,9 @@ all of them at once on a slow or loaded machine.
 from __future__ import annotations
 
 import os
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 ENV_MULTIPLIER = "HARNESS_TIMEOUT_MULTIPLIER"
@@ -41,14 +43,50 @@ class Deadlines:
         return Deadlines(self.ready * m, self.step * m, self.stop * m)
 
 
+# -- holds: time a person takes does not count --------------------------------------------
+# While a hold is on (`run --debug`: the server stopped at its first error,
+# a person in gdb), every deadline of this process stands still: a step, the
+# stop, the readiness wait go on where they were once the hold ends.  No
+# deadline is put on the person; an interrupt still ends the run.
+_hold_lock = threading.Lock()
+_held_before = 0.0              # seconds held by the holds that have ended
+_hold_since: float | None = None
+
+
+def held() -> float:
+    """Seconds this process has spent holding, the current hold included."""
+    with _hold_lock:
+        now = time.monotonic()
+        return _held_before + (now - _hold_since if _hold_since is not None else 0.0)
+
+
+@contextmanager
+def hold():
+    """Every Deadline stands still while this is on."""
+    global _held_before, _hold_since
+    with _hold_lock:
+        nested = _hold_since is not None
+        if not nested:
+            _hold_since = time.monotonic()
+    try:
+        yield
+    finally:
+        if not nested:
+            with _hold_lock:
+                _held_before += time.monotonic() - _hold_since
+                _hold_since = None
+
+
 class Deadline:
-    """A point in time; `left()` is never negative."""
+    """A point in time, pushed back by the time spent in holds; `left()` is
+    never negative."""
 
     def __init__(self, seconds: float) -> None:
         self.end = time.monotonic() + seconds
+        self.held_at_start = held()
 
     def left(self) -> float:
-        return max(0.0, self.end - time.monotonic())
+        return max(0.0, self.end + held() - self.held_at_start - time.monotonic())
 
     def expired(self) -> bool:
-        return time.monotonic() >= self.end
+        return self.left() <= 0.0

@@ -51,15 +51,15 @@ def test_the_command_is_installed(venv) -> None:
     proc = run(venv, "leak-harness", "--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: leak-harness ")
-    for command in ("run", "gate", "matrix", "parse", "report", "bisect", "scenarios"):
+    for command in ("run", "gate", "matrix", "parse", "report", "bisect", "shrink", "scenarios"):
         assert command in proc.stdout
     where = run(venv, "python", "-c", "import harness; print(harness.__file__)")
     assert str(venv[0]) in where.stdout and str(ROOT) not in where.stdout
     listed = run(venv, "leak-harness", "scenarios").stdout.split("\n")
     names = sorted(line.split()[0] for line in listed if line.strip())
-    assert names == sorted([p.stem for p in (ROOT / "scenarios").glob("*.toml")]
-                           + [f"protocols/{p.stem}"
-                              for p in (ROOT / "scenarios" / "protocols").glob("*.toml")])
+    shipped = [p.stem for p in (ROOT / "scenarios").glob("*.toml")] + \
+        [f"protocols/{p.stem}" for p in (ROOT / "scenarios" / "protocols").glob("*.toml")]
+    assert names == sorted(shipped)
     assert not any("INVALID" in line for line in listed)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -273,3 +274,18 @@ def test_demo_tells_each_story(demo) -> None:
     assert "in use at exit: 1,152 bytes in 4 blocks" in stdout
     assert "InvalidFree" in stdout and "block freed at session_delete" in stdout
     assert f"HTML report: {out / 'index.html'}" in stdout
+
+
+def test_demo_ends_with_a_fuzz_shrunk_to_its_minimal_form(demo) -> None:
+    import tomllib
+    out, stdout = demo
+    story = stdout[stdout.index("shrink: the named fuzz scenario on double_delete"):]
+    minimal = out / "shrink" / "double_delete-buggy-fuzz" / "minimal.toml"
+    steps = tomllib.loads(minimal.read_text())["steps"]
+    assert 2 <= len(steps) <= 6
+    for step in steps:      # the minimal form is printed, step by step
+        assert f'  | do = "{step["do"]}"' in story
+    sizes = re.search(r"Shrunk: +4 steps \((\d+) once its random steps were expanded\) -> "
+                      r"(\d+) steps in (\d+) runs, ([\d.]+) s", story)
+    assert sizes and int(sizes[1]) > 100 and int(sizes[2]) == len(steps)
+    assert "Finding:  memory-error, InvalidFree session_delete@buggy.c" in story

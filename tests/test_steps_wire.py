@@ -386,6 +386,55 @@ def test_open_group_whole_and_members_and_rcvbuf():
         assert all(s.end == "eof" for s in got.values())
 
 
+def test_open_nodelay_sets_tcp_nodelay():
+    with pyserver.PyServer(pyserver.record) as srv:
+        result, player, _ = run(srv, {"do": "open", "conns": ["fast", "plain"]},
+                                keep_open=True)
+        assert result.failures == []
+        player.close_all()
+        result, player, _ = run(srv, {"do": "open", "conn": "fast", "nodelay": True},
+                                {"do": "open", "conn": "plain"}, keep_open=True)
+        try:
+            assert result.failures == []
+            flag = {n: player.conns[n].sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                    for n in ("fast", "plain")}
+        finally:
+            player.close_all()
+        assert flag["fast"] != 0 and flag["plain"] == 0
+
+
+# -- drain ------------------------------------------------------------------------------------
+def test_drain_reads_what_arrived_without_waiting_and_at_most_max_bytes():
+    for drains, want in (([4], 4), ([4, None, None], 10)):
+        with pyserver.PyServer(pyserver.echo) as srv:
+            # The stop step is a barrier: the server has written the echo,
+            # which loopback has already put in the client's receive queue.
+            barrier = StopCounter(lambda: srv.wait_for(lambda: srv.accepted and
+                                                       srv.accepted[0].sent >= 10, T))
+            steps = [{"do": "drain", "conn": "c"} | ({"max_bytes": n} if n else {})
+                     for n in drains]
+            result, player, _ = run(srv, {"do": "open", "conn": "c"},
+                                    {"do": "send", "conn": "c", "text": "0123456789"},
+                                    {"do": "stop"}, *steps, stop=barrier, keep_open=True)
+            try:
+                assert result.failures == []
+                assert player.conns["c"].received == want
+            finally:
+                player.close_all()
+            seen = only(srv)
+            assert ended(srv, seen) == "eof"    # a close after a drain is still a FIN
+
+
+def test_drain_of_a_connection_the_server_closed_is_a_note_not_a_failure():
+    with pyserver.PyServer(pyserver.close_at_once) as srv:
+        barrier = StopCounter(lambda: srv.wait_for(lambda: srv.accepted and
+                                                   srv.accepted[0].closed, T))
+        result, _, _ = run(srv, {"do": "open", "conn": "c"}, {"do": "stop"},
+                           {"do": "drain", "conn": "c"}, stop=barrier)
+        assert result.failures == []
+        assert "step 3 (drain) c: the server closed the connection" in result.notes
+
+
 def test_open_refused_is_a_step_failure():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -35,12 +35,57 @@ class StepFailed(Exception):
     pass
 
 
+RECORD_OPS = 200_000         # operations a random step records, at most ...
+RECORD_BYTES = 32 << 20      # ... and bytes of what it sent
+
+
 @dataclass
 class PlayResult:
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stopped: bool = False
     stats: dict = field(default_factory=dict)
+    # What each random step (fuzz, storm) played, by step index: its seed
+    # and its operations as they happened (see Recording).
+    played: dict[int, "Recording"] = field(default_factory=dict)
+
+    def played_json(self) -> dict[str, dict]:
+        return {str(i): r.to_json() for i, r in sorted(self.played.items())}
+
+
+class Recording:
+    """The concrete operations a random step played, in the order they
+    happened, on connections numbered 1, 2, ... in the order they were
+    opened: what the server actually saw (a send the kernel took only in
+    part is recorded with the bytes it took; a close with unread replies,
+    which the kernel turns into an RST, as a reset).  Each operation is a
+    dict: {"op": "open"|"send"|"drain"|"expect_echo"|"half_close"|
+    "wait_closed"|"close"|"reset"|"stall", "conn": N, ...} with "hex" and
+    "chunk" for a send, "bytes" for a drain.  Bounded: past RECORD_OPS
+    operations or RECORD_BYTES sent it stops, and says so (`complete`)."""
+
+    def __init__(self, do: str, seed: int) -> None:
+        self.do = do
+        self.seed = seed
+        self.ops: list[dict] = []
+        self.sent = 0
+        self.complete = True
+
+    def add(self, op: str, conn: int, **extra) -> None:
+        if not self.complete:
+            return
+        if len(self.ops) >= RECORD_OPS or self.sent > RECORD_BYTES:
+            self.complete = False
+            return
+        self.ops.append({"op": op, "conn": conn, **extra})
+
+    def send(self, conn: int, data: bytes, chunk: str = "all") -> None:
+        if data:
+            self.sent += len(data)
+            self.add("send", conn, hex=data.hex(), chunk=chunk)
+
+    def to_json(self) -> dict:
+        return {"do": self.do, "seed": self.seed, "complete": self.complete, "ops": self.ops}
 
 
 def generated(size: int, line_length: int) -> bytes:
@@ -212,6 +257,8 @@ class Player:
             self.groups[name] = members
             for member in members:
                 sock = self._connect(step.get("rcvbuf"), self._timeout(step))
+                if step.get("nodelay"):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self.conns[member] = Conn(member, sock)
 
     def _pieces(self, step: Step):
@@ -240,14 +287,26 @@ class Player:
                 if deadline.expired():
                     raise StepFailed(f"{conn.name}: send did not finish within "
                                      f"{self._timeout(step):g}s ({conn.sent} bytes sent)")
-                conn.sock.settimeout(max(deadline.left(), 0.001))
-                try:
-                    conn.sock.sendall(piece)
-                except socket.timeout:
+                self._send_piece(conn, piece, deadline)
+                conn.remember(piece)
+
+    def _send_piece(self, conn: Conn, piece: bytes, deadline: Deadline) -> None:
+        """All of `piece`, by writes that each either take some bytes or time
+        out having taken none (sendall would lose count on a timeout): a
+        deadline held meanwhile (run --debug) lets the write go on after."""
+        view = memoryview(piece)
+        done = 0
+        while done < len(piece):
+            conn.sock.settimeout(max(deadline.left(), 0.001))
+            try:
+                n = conn.sock.send(view[done:])
+            except socket.timeout:
+                if deadline.expired():
                     raise StepFailed(f"{conn.name}: the server stopped taking data "
                                      f"({conn.sent} bytes sent)") from None
-                conn.sent += len(piece)
-                conn.remember(piece)
+                continue
+            done += n
+            conn.sent += n
 
     def _read_exact(self, conn: Conn, size: int, deadline: Deadline, what: str) -> bytes:
         while len(conn.buffer) < size:
@@ -264,7 +323,9 @@ class Player:
         try:
             chunk = conn.sock.recv(1 << 16)
         except socket.timeout:
-            raise StepFailed(f"{conn.name}: timed out; {context}") from None
+            if deadline.expired():
+                raise StepFailed(f"{conn.name}: timed out; {context}") from None
+            return      # the deadline was held meanwhile (run --debug): the caller reads on
         if not chunk:
             raise StepFailed(f"{conn.name}: the server closed the connection; {context}")
         conn.received += len(chunk)
@@ -392,6 +453,34 @@ class Player:
                 # A kernel counter has no event to wait on: look again shortly.
                 time.sleep(min(0.01, deadline.left()))
 
+    def _do_drain(self, step: Step) -> None:
+        """What has already arrived (the unconsumed part of earlier reads
+        first), at most max_bytes, read without waiting and dropped.  A
+        server that has closed or reset the connection is noted."""
+        limit = step.get("max_bytes")
+        for conn in self._targets(step):
+            took = min(len(conn.buffer), limit)
+            del conn.buffer[:took]
+            conn.sock.settimeout(0.0)
+            ended = None
+            try:
+                while took < limit:
+                    chunk = conn.sock.recv(min(1 << 16, limit - took))
+                    if not chunk:
+                        ended = "closed"
+                        break
+                    conn.received += len(chunk)
+                    took += len(chunk)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                if not _closed_by_peer(exc):
+                    raise
+                ended = "reset"
+            if ended:
+                self.result.notes.append(f"{step.label} {conn.name}: the server {ended} "
+                                         "the connection")
+
     def _do_half_close(self, step: Step) -> None:
         for conn in self._targets(step):
             conn.sock.shutdown(socket.SHUT_WR)
@@ -467,6 +556,7 @@ class Player:
 
     def _do_storm(self, step: Step) -> None:
         storm = Storm(self, step)
+        self.result.played[step.index] = storm.recording
         stats = storm.run()
         self.result.stats[step.label] = stats
         self.result.notes.append(f"{step.label}: {stats['summary']}")
@@ -481,6 +571,7 @@ class Player:
         self.result.notes.append(f"{step.label}: seed {seed} (replay with seed = {seed})")
         fuzz = Fuzz(self, seed, step.get("ops"), step.get("max_conns"), self._timeout(step),
                     payload=_payload(step), junk=step.get("junk"))
+        self.result.played[step.index] = fuzz.recording
         fuzz.run()
         if fuzz.server_closed:
             # Seen when an operation happened to touch such a connection:
@@ -502,6 +593,14 @@ def _closed_by_peer(exc: OSError) -> bool:
     """The server ended the connection: EOF where a reply was due, RST, or
     a write into a connection it had closed."""
     return exc.errno in (errno.ECONNABORTED, errno.ECONNRESET, errno.EPIPE)
+
+
+def _unread(sock: socket.socket) -> int:
+    """Bytes that arrived and were not read (0 when it cannot be told)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock, SIOCINQ, b"\0" * 4))[0]
+    except OSError:
+        return 0
 
 
 def _prefix(step: Step) -> bytes | None:
@@ -554,6 +653,12 @@ class _StormConn:
         self.sock: socket.socket | None = None
         self.state = "connect"
         self.stall_left = 0
+        self.stall_sent = 0
+        self.send_recorded = False
+
+    @property
+    def number(self) -> int:
+        return self.index + 1
 
 
 class Storm:
@@ -583,6 +688,7 @@ class Storm:
         self.done: dict[str, int] = {}
         self.failed = 0
         self.examples: list[str] = []
+        self.recording = Recording("storm", step.get("seed"))
 
     def run(self) -> dict:
         deadline = Deadline(self.timeout)
@@ -629,6 +735,7 @@ class Storm:
         if err not in (0, errno.EINPROGRESS):
             self._fail(conn, f"connect: {errno.errorcode.get(err, err)}", registered=False)
             return
+        self.recording.add("open", conn.number)
         self.sel.register(conn.sock, selectors.EVENT_WRITE, conn)
 
     def _advance(self, conn: _StormConn, mask: int) -> None:
@@ -644,6 +751,7 @@ class Storm:
                 conn.sent += sock.send(conn.payload[conn.sent:])
             if conn.sent < len(conn.payload):
                 return
+            self._record_sent(conn)
             if self.echo:
                 conn.state = "read"
                 self.sel.modify(sock, selectors.EVENT_READ, conn)
@@ -658,6 +766,7 @@ class Storm:
                 return
             if bytes(conn.got) != conn.payload:
                 raise OSError(errno.EPROTO, "the echo differs from what was sent")
+            self.recording.add("expect_echo", conn.number)
             conn.state = "end"
         if conn.state == "end":
             self._end(conn)
@@ -668,7 +777,9 @@ class Storm:
         elif conn.state == "stall":
             try:
                 while conn.stall_left > 0:
-                    conn.stall_left -= sock.send(b"s" * min(conn.stall_left, 65536))
+                    sent = sock.send(b"x" * min(conn.stall_left, 65536))
+                    conn.stall_left -= sent
+                    conn.stall_sent += sent
             except BlockingIOError:
                 pass
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
@@ -684,10 +795,12 @@ class Storm:
             self._finish(conn)
         elif conn.ending == "half_close":
             sock.shutdown(socket.SHUT_WR)
+            self.recording.add("half_close", conn.number)
             conn.state = "drain"
             self.sel.modify(sock, selectors.EVENT_READ, conn)
         elif conn.ending == "stall_reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+            self.recording.add("stall", conn.number)
             conn.stall_left = self.stall_bytes
             conn.state = "stall"
             self.sel.modify(sock, selectors.EVENT_WRITE, conn)
@@ -697,8 +810,30 @@ class Storm:
             self.active -= 1
             self.done["idle"] = self.done.get("idle", 0) + 1
 
+    def _record_sent(self, conn: _StormConn) -> None:
+        if not conn.send_recorded and conn.sent:
+            conn.send_recorded = True
+            self.recording.send(conn.number, conn.payload[:conn.sent])
+
+    def _record_end(self, conn: _StormConn, how: str | None) -> None:
+        """The ending as the server saw it."""
+        n = conn.number
+        if how is not None or conn.ending == "close":
+            if conn.state == "send":
+                self._record_sent(conn)     # what went out before the server closed
+            self.recording.add("close", n)
+        elif conn.ending == "reset":
+            self.recording.add("reset", n)
+        elif conn.ending == "half_close":
+            self.recording.add("wait_closed", n)
+            self.recording.add("close", n)
+        elif conn.ending == "stall_reset":
+            self.recording.send(n, b"x" * conn.stall_sent)
+            self.recording.add("reset", n)
+
     def _finish(self, conn: _StormConn, how: str | None = None) -> None:
         assert conn.sock is not None
+        self._record_end(conn, how)
         self.sel.unregister(conn.sock)
         if conn.ending == "close" and how is None:
             _discard_received(conn.sock)    # a FIN, not an RST (see Conn.close)
@@ -710,6 +845,7 @@ class Storm:
     def _fail(self, conn: _StormConn, why: str, registered: bool = True) -> None:
         assert conn.sock is not None
         if registered:
+            self._record_end(conn, "failed")
             self.sel.unregister(conn.sock)
         conn.sock.close()
         self.active -= 1
@@ -742,6 +878,8 @@ class Fuzz:
         self.pool: list[socket.socket] = []
         self.half_closed: set[socket.socket] = set()
         self.server_closed = 0
+        self.numbers: dict[socket.socket, int] = {}     # in the order they were opened
+        self.recording = Recording("fuzz", seed)
 
     def run(self) -> None:
         deadline = Deadline(self.timeout * max(1, self.ops // 100))
@@ -760,6 +898,7 @@ class Fuzz:
         finally:
             for sock in self.pool:
                 self._ended_by_server(sock)
+                self.recording.add("close", self.numbers[sock])
                 sock.close()
 
     def _ended_by_server(self, sock: socket.socket) -> None:
@@ -783,15 +922,18 @@ class Fuzz:
             if args:
                 if _closed_by_peer(exc):
                     self._closed_by_server(args[0])
-                self._drop(args[0])
+                self._drop(args[0], "close")
 
     def _closed_by_server(self, sock: socket.socket) -> None:
         if sock not in self.half_closed:
             self.server_closed += 1
 
-    def _drop(self, sock: socket.socket) -> None:
+    def _drop(self, sock: socket.socket, how: str | None = None) -> None:
+        """Close; `how` is what the server sees, recorded (by default: a
+        close with replies left unread is an RST, as the kernel sends it)."""
         if sock in self.pool:
             self.pool.remove(sock)
+            self.recording.add(how or ("reset" if _unread(sock) else "close"), self.numbers[sock])
         self.half_closed.discard(sock)
         sock.close()
 
@@ -803,52 +945,71 @@ class Fuzz:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         self.pool.append(sock)
+        self.numbers[sock] = len(self.numbers) + 1
+        self.recording.add("open", self.numbers[sock])
 
-    def _send(self, sock: socket.socket, data: bytes) -> None:
+    def _send(self, sock: socket.socket, data: bytes) -> int:
+        """One non-blocking write: the bytes the kernel took."""
         try:
-            sock.send(data)
+            return sock.send(data)
         except BlockingIOError:
-            pass    # the server is not reading: that is fine here
+            return 0    # the server is not reading: that is fine here
+
+    def _send_whole(self, sock: socket.socket, data: bytes) -> None:
+        self.recording.send(self.numbers[sock], data[:self._send(sock, data)])
+
+    def _send_bytewise(self, sock: socket.socket, data: bytes) -> None:
+        taken = bytearray()
+        try:
+            for b in data:
+                if self._send(sock, bytes([b])):
+                    taken.append(b)
+        finally:    # what went out before an error is on the wire all the same
+            self.recording.send(self.numbers[sock], bytes(taken), chunk="byte")
 
     def _line(self, sock: socket.socket) -> None:
         n = self.rng.randint(0, 200)
-        self._send(sock, bytes(self.rng.randint(32, 126) for _ in range(n)) + b"\n")
+        self._send_whole(sock, bytes(self.rng.randint(32, 126) for _ in range(n)) + b"\n")
 
     def _junk(self, sock: socket.socket) -> None:
-        self._send(sock, self.rng.randbytes(self.rng.randint(1, 4096)))
+        self._send_whole(sock, self.rng.randbytes(self.rng.randint(1, 4096)))
 
     def _bytewise(self, sock: socket.socket) -> None:
-        for b in b"bytewise %d\n" % self.rng.randint(0, 999):
-            self._send(sock, bytes([b]))
+        self._send_bytewise(sock, b"bytewise %d\n" % self.rng.randint(0, 999))
 
     def _payload(self, sock: socket.socket) -> None:
-        self._send(sock, self.payload)
+        self._send_whole(sock, self.payload)
 
     def _payload_bytewise(self, sock: socket.socket) -> None:
-        for b in self.payload:
-            self._send(sock, bytes([b]))
+        self._send_bytewise(sock, self.payload)
 
     def _read(self, sock: socket.socket) -> None:
         try:
-            if sock.recv(65536) == b"":
-                self._closed_by_server(sock)
-                self._drop(sock)
+            got = sock.recv(65536)
         except BlockingIOError:
-            pass
+            return      # nothing had arrived: nothing happened
+        if got:
+            self.recording.add("drain", self.numbers[sock], bytes=len(got))
+            return
+        self.recording.add("drain", self.numbers[sock], bytes=65536)
+        self._closed_by_server(sock)
+        self._drop(sock, "close")
 
     def _half_close(self, sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_WR)
         self.half_closed.add(sock)
+        self.recording.add("half_close", self.numbers[sock])
 
     def _close(self, sock: socket.socket) -> None:
         self._drop(sock)
 
     def _reset(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-        self._drop(sock)
+        self._drop(sock, "reset")
 
     def _stall(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        self.recording.add("stall", self.numbers[sock])
 
 
 def play(scenario: Scenario, host: str, port: int, stop_server: Callable[[], None],

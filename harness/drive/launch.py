@@ -43,7 +43,7 @@ OUTPUT_LIMIT = 64 << 20     # bytes of stdout kept in the run folder; the rest i
 KEEPER_SECONDS = 15.0       # for the keeper to start the server, or to kill its tree
 # What a run leaves in its folder, removed before the next run uses it.
 RUN_FILES = ("valgrind.log", "valgrind.*.log", "stdout.txt", "stderr.txt", "hang.txt",
-             "asan.*", "ubsan.*", "vgdb-pipe*", "result.json")
+             "asan.*", "ubsan.*", "vgdb-pipe*", "result.json", "scenario.toml", "played.json")
 
 _live: set["Server"] = set()
 _live_lock = threading.Lock()
@@ -156,6 +156,7 @@ class ValgrindOptions:
     suppressions: list[str] = field(default_factory=list)
     log_per_pid: bool = False       # --log-file=valgrind.%p.log (following children)
     trace_children: bool = False
+    debug: bool = False             # run --debug: the gdbserver stops at the first error
 
     def argv(self, run_dir: Path) -> list[str]:
         if not self.enabled:
@@ -170,6 +171,8 @@ class ValgrindOptions:
                 args.append("--track-origins=yes")
         if self.trace_children:
             args.append("--trace-children=yes")
+        if self.debug:
+            args += ["--vgdb=yes", "--vgdb-error=1"]
         args += [f"--suppressions={s}" for s in self.suppressions]
         return args + list(self.extra)
 
@@ -188,6 +191,10 @@ class Target:
     host: str = "127.0.0.1"
     cwd: str | None = None
     name: str = ""
+    # One of the project's own servers (`run PATTERN --variant VARIANT`),
+    # so that a reproduction command can name it as such.
+    pattern: str = ""
+    variant: str = ""
 
     def __post_init__(self) -> None:
         self.host = check_loopback(self.host)

@@ -29,6 +29,7 @@ MAX_TIMEOUT = 600.0
 MAX_SEND = 4 << 30       # bytes one send step may write in all
 MAX_READ = 1 << 20       # default bound of an expect that reads to a delimiter or a pattern
 PROTOCOLS = "protocols"   # scenarios/protocols/: written for one protocol, not in the matrix
+DRAIN_BYTES = 65536      # default bound of a drain (one read of a fuzz)
 MIN_QUIET_MS = 50        # /proc counts CPU time in 10 ms ticks: a shorter quiet proves nothing
 ENDINGS = ("close", "reset", "half_close", "stall_reset", "idle")
 
@@ -113,6 +114,8 @@ STEPS: dict[str, tuple[dict[str, Key], str]] = {
         "conns": Key("names", doc="several names at once"),
         "count": Key("int", low=1, high=10000, default=1, doc="open a group: NAME1..NAMEn"),
         "rcvbuf": Key("int", low=1, high=64 << 20, doc="SO_RCVBUF set before connecting"),
+        "nodelay": Key("bool", default=False,
+                       doc="TCP_NODELAY: every write leaves at once (no Nagle)"),
         "timeout": TIMEOUT, "may_fail": MAY_FAIL,
     }, "open connections, named so later steps address them"),
     "send": ({
@@ -154,6 +157,12 @@ STEPS: dict[str, tuple[dict[str, Key], str]] = {
                           doc="echo servers: reply bytes that must still sit in the server"),
         "timeout": TIMEOUT, "may_fail": MAY_FAIL,
     }, "wait until the server has read all that was sent (checked in the kernel's tables)"),
+    "drain": ({
+        "conn": CONN,
+        "max_bytes": Key("int", low=1, high=256 << 20, default=DRAIN_BYTES,
+                         doc="read at most this many bytes"),
+        "may_fail": MAY_FAIL,
+    }, "read what has already arrived, without waiting, and discard it"),
     "half_close": ({"conn": CONN, "may_fail": MAY_FAIL},
                    "shutdown(SHUT_WR): send FIN, keep reading"),
     "close": ({"conn": CONN, "may_fail": MAY_FAIL}, "close the connection (FIN)"),
@@ -250,6 +259,21 @@ class Scenario:
     description: str = ""
     settings: Settings = field(default_factory=Settings)
     steps: list[Step] = field(default_factory=list)
+    settings_raw: dict[str, Any] = field(default_factory=dict)    # as written, to write it back
+
+    def data(self) -> dict[str, Any]:
+        """The scenario as its TOML file has it (parse_scenario's input)."""
+        out: dict[str, Any] = {}
+        if self.description:
+            out["description"] = self.description
+        if self.settings_raw:
+            out["settings"] = dict(self.settings_raw)
+        out["steps"] = [step_data(s) for s in self.steps]
+        return out
+
+
+def step_data(step: Step) -> dict[str, Any]:
+    return {"do": step.do, **step.args}
 
 
 def parse_signal(name: str) -> int:
@@ -455,7 +479,60 @@ def parse_scenario(data: dict[str, Any], source: str, name: str) -> Scenario:
     settings = _settings(source, data.get("settings", {}))
     names: dict[str, list[str]] = {}
     steps = [_step(source, i, raw, names) for i, raw in enumerate(steps_raw, start=1)]
-    return Scenario(name=name, source=source, description=desc, settings=settings, steps=steps)
+    return Scenario(name=name, source=source, description=desc, settings=settings, steps=steps,
+                    settings_raw=dict(data.get("settings", {})))
+
+
+# -- writing a scenario back as TOML ---------------------------------------------------
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters
+    (DEL included) escaped, everything else as it is (UTF-8)."""
+    out = []
+    for ch in text:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} cannot be written in a scenario")
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def toml_text(data: dict[str, Any], header: list[str] | tuple[str, ...] = ()) -> str:
+    """A scenario's data (Scenario.data()) as a TOML file that tomllib reads
+    back to the same data; `header` lines become comments at the top."""
+    lines = [f"# {h}".rstrip() for h in header]
+    if lines:
+        lines.append("")
+    if "description" in data:
+        lines.append(f"description = {toml_string(data['description'])}")
+    if data.get("settings"):
+        lines += ["", "[settings]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in data["settings"].items()]
+    for step in data["steps"]:
+        lines += ["", "[[steps]]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in step.items()]
+    return "\n".join(lines) + "\n"
 
 
 def load_scenario(ref: str, search_dir: Path = SCENARIO_DIR) -> Scenario:
@@ -500,5 +577,6 @@ DEFAULT = parse_scenario({
 }, "(built-in)", "default")
 
 __all__ = ["Scenario", "Step", "Settings", "ScenarioError", "load_scenario", "parse_scenario",
+           "step_data", "toml_text", "toml_string", "DRAIN_BYTES",
            "named_scenarios", "protocol_scenarios", "compile_match", "STEPS", "SETTINGS",
            "DEFAULT", "ENDINGS", "MIN_QUIET_MS", "parse_signal"]

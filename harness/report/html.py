@@ -12,7 +12,8 @@ import html
 import os
 from pathlib import Path
 
-from .summary import FAILING, detector_cell, detectors_in, failing_first, headline, suppressed
+from .summary import (FAILING, detector_cell, detectors_in, failing_first, headline, repro_command,
+                      suppressed)
 
 # The font stack names the CJK faces Debian's fonts-noto-cjk installs, so
 # the seeds' titles (Coroutine 陷阱) never show as boxes.
@@ -148,6 +149,9 @@ def case_box(case: dict, out_dir: Path, anchor: bool) -> str:
     if case.get("startup_output"):
         tail = "\n".join(case["startup_output"].splitlines()[-20:])
         out.append("<div>server output (end):</div><pre class=\"startup\">" + _e(tail) + "</pre>")
+    if case["outcome"] in FAILING and repro_command(case):
+        out.append('<div class="repro">reproduce locally:<pre>' + _e(repro_command(case))
+                   + "</pre></div>")
     out.append(_links(case) + "</div>")
     return "\n".join(out)
 

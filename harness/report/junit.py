@@ -9,7 +9,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .summary import FAILING, headline
+from .summary import FAILING, headline, repro_command
 
 LOG_HEAD = 16 * 1024        # of a long log: its start (the first records)...
 LOG_TAIL = 48 * 1024        # ... and its end (the summaries)
@@ -61,6 +61,8 @@ def details(case: dict) -> str:
     lines += [f"note: {n}" for n in case.get("notes") or []]
     if case.get("startup_output"):
         lines += ["server output (end):"] + case["startup_output"].splitlines()[-20:]
+    if repro_command(case):
+        lines.append(f"reproduce: {repro_command(case)}")
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from .summary import FAILING, detector_cell, detectors_in, failing_first, suppressed
+from .summary import FAILING, detector_cell, detectors_in, failing_first, repro_command, suppressed
 
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]|"})
 
@@ -76,6 +76,8 @@ def page(data: dict) -> str:
             if c.get("startup_output"):
                 tail = c["startup_output"].splitlines()[-5:]
                 lines += ["  - server output: " + " / ".join(md_code(t) for t in tail)]
+            if repro_command(c):
+                lines += ["  - reproduce: " + md_code(repro_command(c))]
         lines.append("")
     if known:
         lines += ["## Known (accepted in the baseline)", ""] + _table(known) + [""]

@@ -11,8 +11,9 @@ detectors) keep their meaning.  Added: `outcome` (pass, fail, unresolved),
 `gate` (which gate this is, its shard and its size), `srcroot`,
 `patterns`, `baseline`, and per case `index`, `target`, `executable`,
 `files` (paths relative to the report folder), `heap_by_process`,
-`startup_output` and `issues` (what SARIF and JUnit report, one per
-signature, each with the frames a person is shown).
+`startup_output`, `issues` (what SARIF and JUnit report, one per
+signature, each with the frames a person is shown) and `repro` (the `run`
+command that reproduces the case with its run folder's scenario.toml).
 """
 from __future__ import annotations
 
@@ -260,6 +261,12 @@ def failing_first(cases: list[dict]) -> list[dict]:
     def rank(c: dict) -> tuple[int, int]:
         return (0 if c["outcome"] in FAILING else 1 if c["outcome"] == "known" else 2, c["index"])
     return sorted(cases, key=rank)
+
+
+def repro_command(case: dict) -> str | None:
+    """The command that reproduces a case locally (the run's `repro`)."""
+    repro = case.get("repro") or {}
+    return repro.get("command")
 
 
 def headline(issue: dict) -> str:

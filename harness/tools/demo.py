@@ -6,11 +6,14 @@ import sys
 import time
 from pathlib import Path
 
+from ..drive.launch import Target
 from ..judge.frames import best_stack, own_frames
 from ..judge.gate import CaseResult
-from ..judge.patterns import all_patterns
+from ..judge.patterns import all_patterns, find_pattern
 from ..matrix import project_cases, run_cases
 from ..model import DETECTORS, Verdict
+from ..options import RunOptions
+from ..paths import SCENARIO_DIR
 from ..report.markdown import detector_markdown
 from ..report.write import write_all
 from ..report.terminal import heap_lines
@@ -142,6 +145,39 @@ def fix_costs(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+SHRUNK = "double_delete"      # the pair whose bug the named fuzz scenario finds
+
+
+def shrink_story(out_dir: Path, jobs: int) -> int:
+    """The last act: the named fuzz scenario on a pair's buggy variant,
+    expanded into the operations it played and shrunk to its minimum."""
+    from .shrink import EXIT_NOT_REPRODUCED, Shrink
+    pattern = find_pattern(SHRUNK)
+    target = Target(argv=[str(pattern.binary("buggy")), "--port", "0"],
+                    name=f"{SHRUNK}-buggy", pattern=SHRUNK, variant="buggy")
+    options = RunOptions(require_exit_zero=True, source_dirs=[
+        str(pattern.directory), str(pattern.directory.parent / "common")])
+    work = out_dir / "shrink" / f"{SHRUNK}-buggy-fuzz"
+    _say("")
+    _say("=" * WIDTH)
+    _say(f"shrink: the named fuzz scenario on {SHRUNK}'s buggy variant, to its minimum")
+    _say("=" * WIDTH)
+    job = Shrink(target=target, options=options, scenario_path=SCENARIO_DIR / "fuzz.toml",
+                 out=work, output=work / "minimal.toml", jobs=jobs, max_runs=300, seconds=900,
+                 expect=pattern.expectation("buggy", "memcheck"),
+                 say=lambda text: _say("  " + text))
+    status, report = job.run()
+    if report is None:
+        return status
+    text = (work / "minimal.toml").read_text(encoding="utf-8")
+    _say(f"minimal form ({work / 'minimal.toml'}):")
+    for line in text[text.index("\n\n") + 2:].rstrip().splitlines():
+        _say("  | " + line)
+    for line in report.header(jobs)[2:-1]:
+        _say("  " + line)
+    return 1 if status == EXIT_NOT_REPRODUCED else 0
+
+
 def run_demo(out_dir: Path, jobs: int = 2) -> int:
     started = time.monotonic()
     cases = project_cases(detectors=DETECTORS, every_scenario=("memcheck",))
@@ -188,9 +224,10 @@ def run_demo(out_dir: Path, jobs: int = 2) -> int:
     for line in detector_markdown(data["detectors"])[:-2]:
         _say("  " + line)
     failing = [r for r in results if r.outcome.fails]
+    shrunk = shrink_story(out_dir, jobs)
     _say("")
     _say(f"{len(results)} cases in {time.monotonic() - started:.0f}s: "
          + ", ".join(f"{n} {k}" for k, n in data["counts"].items())
          + ("" if not failing else f"; FAILING: {', '.join(r.case.id for r in failing)}"))
     _say(f"HTML report: {paths['html']}")
-    return 1 if failing else 0
+    return 1 if failing or shrunk else 0
