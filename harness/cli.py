@@ -891,7 +891,6 @@ def build_parser() -> argparse.ArgumentParser:
     psh.add_argument("--variant", choices=("buggy", "fixed", "main"))
     target_options(psh, cmd_required=False)
     psh.add_argument("--scenario", help="a named scenario or a file")
-    psh.add_argument("--native", action="store_true", help="run without valgrind")
     psh.add_argument("--signature", help="the finding to keep (default: the pair's expected "
                                          "one, else the run's first)")
     psh.add_argument("-j", "--jobs", type=_jobs, default=1,
