@@ -60,6 +60,15 @@ def command(args: list[str]) -> str:
     return f"{program()} {join(args)}"
 
 
+def shown_path(path: Path) -> Path:
+    """A path as a reproduction command names it: relative to where the
+    harness runs when it lies below (a CI's report folder, downloaded into
+    a checkout, gives the same command), else absolute."""
+    path = path.resolve()
+    here = Path.cwd().resolve()
+    return path.relative_to(here) if here in path.parents else path
+
+
 def repro(target: Target, options: RunOptions, scenario: str | Path) -> dict:
     """{"args": run's arguments, "command": the shell command line}."""
     args = run_args(target, options, scenario)

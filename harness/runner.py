@@ -21,7 +21,7 @@ from .logs.source import log_lines
 from .logs.vglog import LogParseError, ValgrindLog, parse_lines
 from .model import DETECTORS, ExitInfo, Verdict
 from .options import RunOptions
-from .repro import repro
+from .repro import repro, shown_path
 from .timeouts import Deadlines
 
 
@@ -251,11 +251,7 @@ def keep_scenario(target: Target, scenario: Scenario, played: PlayResult, run_di
     random step did) in the run folder; the command that reproduces the
     run with that copy."""
     path = run_dir.resolve() / "scenario.toml"
-    # Relative to where the harness runs when the run folder is below it: a
-    # CI's report folder, downloaded into a checkout, gives the same path.
-    shown = path.relative_to(Path.cwd().resolve()) if Path.cwd().resolve() in path.parents \
-        else path
-    found = repro(target, options, shown)
+    found = repro(target, options, shown_path(path))
     header = [f"The scenario {scenario.name} ({scenario.source}) as this run played it"
               + (", seeds made explicit" if played.played else "") + ".",
               "Reproduce: " + found["command"]]

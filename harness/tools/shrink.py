@@ -31,7 +31,7 @@ from ..drive.launch import Target
 from ..drive.replay import expand_scenario, renumber
 from ..drive.scenario import ScenarioError, load_scenario, parse_scenario, toml_text
 from ..options import RunOptions
-from ..repro import command, run_args
+from ..repro import command, run_args, shown_path
 from .reduce import Data, OutOfBudget, Reducer, tidy
 
 EXIT_MINIMAL, EXIT_NOT_REPRODUCED, EXIT_USAGE, EXIT_UNDECIDED = 0, 1, 2, 3
@@ -408,6 +408,6 @@ class Shrink:
         best = dict(best, description=f"minimal form: {description}" if description else
                     "minimal form (harness shrink)")
         report.output = str(self.output)
-        report.replay = command(run_args(self.target, self.options, self.output.resolve()))
+        report.replay = command(run_args(self.target, self.options, shown_path(self.output)))
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self.output.write_text(toml_text(best, report.header(self.jobs)), encoding="utf-8")
