@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,18 @@ BUILD = ROOT / "build"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs_build: needs `make servers progs` first")
+
+
+@pytest.fixture(autouse=True)
+def test_token(monkeypatch) -> str:
+    """A token only this test's processes carry: every process a test starts
+    inherits it (a nested pytest and the servers its fixtures start, a
+    daemon that left its session included), so the process-table checks of
+    tests/procs.py tell them from another test's running on the other xdist
+    worker."""
+    token = uuid.uuid4().hex
+    monkeypatch.setenv("LEAK_HARNESS_TEST_TOKEN", token)
+    return token
 
 
 @pytest.fixture(scope="session")

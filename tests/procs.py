@@ -40,26 +40,23 @@ def matching(fragment: str | Path, servers_only: bool = False) -> dict[int, tupl
     return out
 
 
-def _test_of(environ: bytes) -> bytes | None:
-    """The test id in PYTEST_CURRENT_TEST ('path::name (call)'), phase left off."""
-    for item in environ.split(b"\0"):
-        if item.startswith(b"PYTEST_CURRENT_TEST="):
-            return item.split(b"=", 1)[1].rsplit(b" (", 1)[0]
-    return None
+TOKEN = b"LEAK_HARNESS_TEST_TOKEN="
 
 
 def _started_by_this_test(entry: Path) -> bool:
-    """Whether a process may belong to the running test. pytest sets
-    PYTEST_CURRENT_TEST for each test and every process the test starts
-    inherits it (the harness passes its environment to the server), so a
-    process of another test running at the same time on another xdist worker
-    is told apart. A process without the variable (one that cleared its
+    """Whether a process may belong to the running test. conftest.py gives
+    each test a token in LEAK_HARNESS_TEST_TOKEN and every process the test
+    starts inherits it (the harness passes its environment to the server),
+    so a process of another test running at the same time on another xdist
+    worker is told apart. A process without the token (one that cleared its
     environment) counts as ours: the check must be able to fail."""
+    ours = os.environ.get("LEAK_HARNESS_TEST_TOKEN", "").encode()
     try:
-        theirs = _test_of((entry / "environ").read_bytes())
+        environ = (entry / "environ").read_bytes()
     except OSError:
         return True
-    ours = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0].encode()
+    theirs = next((item[len(TOKEN):] for item in environ.split(b"\0")
+                   if item.startswith(TOKEN)), None)
     return theirs is None or not ours or theirs == ours
 
 
