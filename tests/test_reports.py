@@ -279,8 +279,8 @@ def test_demo_tells_each_story(demo) -> None:
 def test_demo_ends_with_a_fuzz_shrunk_to_its_minimal_form(demo) -> None:
     import tomllib
     out, stdout = demo
-    story = stdout[stdout.index("shrink: the named fuzz scenario on double_delete"):]
-    minimal = out / "shrink" / "double_delete-buggy-fuzz" / "minimal.toml"
+    story = stdout[stdout.index("shrink: the named fuzz scenario on captured_context"):]
+    minimal = out / "shrink" / "captured_context-buggy-fuzz" / "minimal.toml"
     steps = tomllib.loads(minimal.read_text())["steps"]
     assert 2 <= len(steps) <= 6
     for step in steps:      # the minimal form is printed, step by step
@@ -288,4 +288,5 @@ def test_demo_ends_with_a_fuzz_shrunk_to_its_minimal_form(demo) -> None:
     sizes = re.search(r"Shrunk: +4 steps \((\d+) once its random steps were expanded\) -> "
                       r"(\d+) steps in (\d+) runs, ([\d.]+) s", story)
     assert sizes and int(sizes[1]) > 100 and int(sizes[2]) == len(steps)
-    assert "Finding:  memory-error, InvalidFree session_delete@buggy.c" in story
+    assert "Finding:  memory-error, InvalidRead reply_resume@buggy.c" in story
+    assert "Reproduced 10 of 10 times." in story

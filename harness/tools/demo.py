@@ -145,7 +145,9 @@ def fix_costs(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-SHRUNK = "double_delete"      # the pair whose bug the named fuzz scenario finds
+SHRUNK = "captured_context"   # the pair whose bug the named fuzz scenario finds, and whose
+                              # minimal form does not depend on timing (double_delete's
+                              # "open, one byte, reset" races the byte against the reset)
 
 
 def shrink_story(out_dir: Path, jobs: int) -> int:
