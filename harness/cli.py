@@ -920,13 +920,25 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Installed whatever the dispositions were at start: a job started with
-    # '&' from a script inherits SIGINT ignored, and must still stop on it.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(errors="backslashreplace")
     try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # A signal in the few instructions outside _main's own handler (while
+        # the handlers are installed, or while the servers are being ended):
+        # an uncaught KeyboardInterrupt would make Python kill itself with
+        # SIGINT, whatever signal came.
+        _end_servers()
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        # Installed whatever the dispositions were at start: a job started with
+        # '&' from a script inherits SIGINT ignored, and must still stop on it.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
+        for stream in (sys.stdout, sys.stderr):
+            stream.reconfigure(errors="backslashreplace")
         args = build_parser().parse_args(argv)
         multiplier()
         if args.command not in QUIET_COMMANDS:
