@@ -580,13 +580,18 @@ class Player:
                                      f"{fuzz.server_closed} connection(s) the client had not ended")
 
 
+def _bytes_of(step: Step, text_key: str, hex_key: str) -> bytes | None:
+    """The bytes a step gives as text or as hex, if any."""
+    if step.get(text_key) is not None:
+        return step.get(text_key).encode()
+    if step.get(hex_key) is not None:
+        return bytes.fromhex(step.get(hex_key))
+    return None
+
+
 def _payload(step: Step) -> bytes | None:
     """storm and fuzz: the bytes given with `text` or `hex`, if any."""
-    if step.get("text") is not None:
-        return step.get("text").encode()
-    if step.get("hex") is not None:
-        return bytes.fromhex(step.get("hex"))
-    return None
+    return _bytes_of(step, "text", "hex")
 
 
 def _closed_by_peer(exc: OSError) -> bool:
@@ -604,11 +609,8 @@ def _unread(sock: socket.socket) -> int:
 
 
 def _prefix(step: Step) -> bytes | None:
-    if step.get("prefix") is not None:
-        return step.get("prefix").encode()
-    if step.get("hex_prefix") is not None:
-        return bytes.fromhex(step.get("hex_prefix"))
-    return None
+    """expect: the reply's expected start, as `prefix` or `hex_prefix`."""
+    return _bytes_of(step, "prefix", "hex_prefix")
 
 
 def _shown(data: bytes | bytearray, limit: int = 48) -> str:

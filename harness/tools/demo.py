@@ -127,9 +127,9 @@ def fix_costs(pairs: list[str]) -> dict[str, str]:
     for name in pairs:
         fixed = throughput.SERVERS / name / "fixed"
         against_echo = name in throughput.NO_BUGGY_RUN
-        other = throughput.SERVERS / ("echo/echo" if against_echo else f"{name}/buggy")
         try:
-            ratio = throughput.compare(other, fixed, workload, DEMO_ROUNDS)["ratio"]
+            ratio = throughput.compare(throughput.reference(name), fixed, workload,
+                                       DEMO_ROUNDS)["ratio"]
         except (OSError, throughput.ServerError) as exc:
             out[name] = f"cost of the fix: not measured ({exc})"
             continue

@@ -162,6 +162,12 @@ def compare(a: Path, b: Path, workload: Workload, rounds: int) -> dict:
             "cpu_ratio": ratio("cpu_us_per_line")}
 
 
+def reference(pattern: str) -> Path:
+    """What a pair's fixed variant is measured against: its buggy variant,
+    or servers/echo where the buggy one dies at its first line natively."""
+    return SERVERS / ("echo/echo" if pattern in NO_BUGGY_RUN else f"{pattern}/buggy")
+
+
 def pairs() -> list[str]:
     return sorted(p.parent.name for p in (ROOT / "servers").glob("*/buggy.c"))
 
@@ -176,8 +182,7 @@ def bench(workload: Workload, rounds: int, progress=print) -> dict:
     for pattern in pairs():
         progress(f"  {pattern} ...")
         fixed = SERVERS / pattern / "fixed"
-        against = echo if pattern in NO_BUGGY_RUN else SERVERS / pattern / "buggy"
-        c = compare(against, fixed, workload, rounds)
+        c = compare(reference(pattern), fixed, workload, rounds)
         out["pairs"][pattern] = {
             "against": "servers/echo" if pattern in NO_BUGGY_RUN else "buggy",
             "buggy": None if pattern in NO_BUGGY_RUN else c["a"],
