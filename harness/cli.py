@@ -273,7 +273,7 @@ def check_program(program: str, cwd: str | None) -> None:
 def set_source_dirs(options, pattern, args: argparse.Namespace) -> None:
     """Where the server's sources are: --source-dir, else a pair's folders."""
     if pattern:
-        options.source_dirs = [str(pattern.directory), str(pattern.directory.parent / "common")]
+        options.source_dirs = pattern.source_dirs
     if args.source_dir:
         options.source_dirs = list(args.source_dir)
 

@@ -39,7 +39,6 @@ def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | N
         for pattern in patterns if patterns is not None else all_patterns():
             if detector in pattern.unsupported:
                 continue    # the tool cannot run this program (see the manifest)
-            roots = [pattern.directory, pattern.directory.parent / "common"]
             for variant in pattern.variants:
                 if variants is not None and variant not in variants:
                     continue
@@ -56,7 +55,7 @@ def project_cases(patterns: list[Pattern] | None = None, options: RunOptions | N
                     cases.append(Case(id=f"{pattern.name}-{variant}-{scenario}{suffix}", target=target,
                                       scenario=scenario, expect=expect, variant=variant,
                                       pattern=pattern,
-                                      options=replace(options, source_dirs=[str(r) for r in roots])))
+                                      options=replace(options, source_dirs=pattern.source_dirs)))
     return cases
 
 

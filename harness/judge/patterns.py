@@ -63,6 +63,11 @@ class Pattern:
     def is_pair(self) -> bool:
         return self.variants == ["buggy", "fixed"]
 
+    @property
+    def source_dirs(self) -> list[str]:
+        """Where the program's own sources are: its folder and servers/common."""
+        return [str(self.directory), str(self.directory.parent / "common")]
+
     def binary(self, variant: str, build_dir: Path | None = None, detector: str = "memcheck") -> Path:
         """The built program; the asan detector runs the sanitizer tree."""
         if build_dir is None:

@@ -157,8 +157,7 @@ def shrink_story(out_dir: Path, jobs: int) -> int:
     pattern = find_pattern(SHRUNK)
     target = Target(argv=[str(pattern.binary("buggy")), "--port", "0"],
                     name=f"{SHRUNK}-buggy", pattern=SHRUNK, variant="buggy")
-    options = RunOptions(require_exit_zero=True, source_dirs=[
-        str(pattern.directory), str(pattern.directory.parent / "common")])
+    options = RunOptions(require_exit_zero=True, source_dirs=pattern.source_dirs)
     work = out_dir / "shrink" / f"{SHRUNK}-buggy-fuzz"
     _say("")
     _say("=" * WIDTH)
