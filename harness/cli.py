@@ -924,11 +924,26 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:
         # A signal in the few instructions outside _main's own handler (while
-        # the handlers are installed, or while the servers are being ended):
-        # an uncaught KeyboardInterrupt would make Python kill itself with
-        # SIGINT, whatever signal came.
+        # the handlers are installed, or while the servers are being ended).
         _end_servers()
         return 130
+
+
+def entry() -> None:
+    """The command (`python3 -m harness`, `leak-harness`): main's status is
+    the process's, whatever the interpreter's shutdown would make of it.
+    Once interrupted, CPython 3.11 can still end a process whose
+    KeyboardInterrupt was handled by killing itself with SIGINT (status
+    -2 where 130 was returned: seen under load, SIGTERM mid-start); every
+    server has been ended by then, so the streams are flushed and the
+    process leaves at once."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -592,7 +592,8 @@ class Server:
         self._close_control()
         self._wait_keeper(KEEPER_SECONDS)
         self._forget()
-        if self._drain is not None:
+        if self._drain is not None and self._drain.ident is not None:
+            # (not started when a signal interrupted its start)
             self._drain.join(timeout=5)
 
     def _command(self, line: str) -> None:
