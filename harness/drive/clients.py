@@ -27,6 +27,7 @@ SIOCINQ = termios.FIONREAD
 _LINGER_RST = struct.pack("ii", 1, 0)
 _TCP_TIME_WAIT = "06"       # the st column of /proc/net/tcp
 SEND_PIECE = 1 << 20        # a send is written in pieces of at most this
+SEND_PATIENCE = 6           # a whole send: this many times the step's timeout
 ECHO_LIMIT = 64 << 20       # bytes kept per connection to check an echo
 QUIESCE_POLL = 0.01         # quiesce: how often the server's CPU time is read
 
@@ -281,32 +282,41 @@ class Player:
                     yield from (block[i:i + 1] for i in range(len(block)))
 
     def _do_send(self, step: Step) -> None:
+        """Megabytes to a server slowed by valgrind (and by a loaded machine)
+        take time: the step's timeout bounds how long the server may take
+        no byte at all; the whole send gets SEND_PATIENCE times that."""
+        limit = self._timeout(step)
         for conn in self._targets(step):
-            deadline = Deadline(self._timeout(step))
+            deadline = Deadline(limit * SEND_PATIENCE)
             for piece in self._pieces(step):
                 if deadline.expired():
                     raise StepFailed(f"{conn.name}: send did not finish within "
-                                     f"{self._timeout(step):g}s ({conn.sent} bytes sent)")
-                self._send_piece(conn, piece, deadline)
+                                     f"{limit * SEND_PATIENCE:g}s ({conn.sent} bytes sent)")
+                self._send_piece(conn, piece, deadline, limit)
                 conn.remember(piece)
 
-    def _send_piece(self, conn: Conn, piece: bytes, deadline: Deadline) -> None:
+    def _send_piece(self, conn: Conn, piece: bytes, deadline: Deadline, idle: float) -> None:
         """All of `piece`, by writes that each either take some bytes or time
-        out having taken none (sendall would lose count on a timeout): a
-        deadline held meanwhile (run --debug) lets the write go on after."""
+        out having taken none (sendall would lose count on a timeout): the
+        server stopped taking data once `idle` seconds pass without a byte
+        taken.  A deadline held meanwhile (run --debug) lets the write go on
+        after."""
         view = memoryview(piece)
         done = 0
+        taking = Deadline(idle)
         while done < len(piece):
-            conn.sock.settimeout(max(deadline.left(), 0.001))
+            conn.sock.settimeout(max(min(deadline.left(), taking.left()), 0.001))
             try:
                 n = conn.sock.send(view[done:])
             except socket.timeout:
-                if deadline.expired():
+                if deadline.expired() or taking.expired():
                     raise StepFailed(f"{conn.name}: the server stopped taking data "
-                                     f"({conn.sent} bytes sent)") from None
+                                     f"({conn.sent} bytes sent, none taken for "
+                                     f"{idle:g}s)") from None
                 continue
             done += n
             conn.sent += n
+            taking = Deadline(idle)
 
     def _read_exact(self, conn: Conn, size: int, deadline: Deadline, what: str) -> bytes:
         while len(conn.buffer) < size:
