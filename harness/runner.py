@@ -24,6 +24,10 @@ from .options import RunOptions
 from .repro import repro, shown_path
 from .timeouts import Deadlines
 
+# Starts of one case when the port chosen for '{port}' was taken before the
+# server bound it (see Server.port_taken_meanwhile).
+PORT_ATTEMPTS = 3
+
 
 @dataclass
 class RunResult:
@@ -296,18 +300,34 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
     valgrind, env = detector_setup(options, run_dir)
     if debugger is not None:
         valgrind = replace(valgrind, debug=True)
-    server = Server(target, run_dir, valgrind, env, options.config_templates)
-    if valgrind.enabled and valgrind.tool in ("memcheck", "helgrind", "drd"):
-        server.on_hang = lambda s: vgdb.collect(s.hung_pid(), run_dir)
+
+    def new_server() -> Server:
+        server = Server(target, run_dir, valgrind, env, options.config_templates)
+        if valgrind.enabled and valgrind.tool in ("memcheck", "helgrind", "drd"):
+            server.on_hang = lambda s: vgdb.collect(s.hung_pid(), run_dir)
+        return server
+
+    server = new_server()
     played = PlayResult()
     player = None
     ready = False
     watch = None
+    restarts: list[str] = []
     try:
-        server.start()
-        if debugger is not None:
-            watch = debugger.watch(run_dir, target.cwd)
-        ready = server.wait_ready(ready_s)
+        for attempt in range(PORT_ATTEMPTS):
+            if attempt:
+                server = new_server()
+            server.start()
+            if debugger is not None and watch is None:
+                watch = debugger.watch(run_dir, target.cwd)
+            ready = server.wait_ready(ready_s)
+            if ready or attempt + 1 == PORT_ATTEMPTS or not server.port_taken_meanwhile():
+                break
+            # Another process took the port between the harness's check and
+            # the server's bind(): start again on another one.
+            restarts.append(f"port {server.port} was taken by another process before the "
+                            "server could bind it; the server was started again on another port")
+            server.kill()
         if ready:
             played, player = play(scenario, target.host, server.port,
                                   lambda: server.stop(stop_signal, stop_s), step_s, server)
@@ -346,6 +366,7 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
     if server.maps:
         _write_quietly(run_dir / "maps.json", json.dumps(server.maps, indent=1))
     result.repro = keep_scenario(target, scenario, played, run_dir, options)
+    played.notes[:0] = restarts
     if server.output_bytes > OUTPUT_LIMIT:
         played.notes.append(f"the server wrote {server.output_bytes:,} bytes to stdout; the first "
                             f"{OUTPUT_LIMIT >> 20} MiB are kept in {server.stdout_path.name}")

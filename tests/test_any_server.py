@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
+from harness.drive.launch import free_port
 from procs import processes_running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,12 +58,6 @@ def harness(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
 def result_json(stdout: str) -> dict:
     """`--json -`: the JSON document is all of stdout (the summary is on stderr)."""
     return json.loads(stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def script(tmp_path: Path, text: str, name: str) -> Path:

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from harness.drive.launch import ephemeral_range, free_port
 from procs import in_groups, matching, stat_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,9 +188,7 @@ def test_readiness_never_connects_to_the_server(toy, tmp_path, fixed) -> None:
     read from the kernel's tables, not probed."""
     args = ["--cmd", f"{toy} echo {{port}}"]
     if fixed:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         args = ["--cmd", f"{toy} echo {port}", "--port", str(port)]
     proc = harness("run", *args, "--out", str(tmp_path), "--json", "-")
     data = json.loads(proc.stdout)
@@ -209,10 +208,85 @@ def test_a_server_that_ignores_its_port_is_named_at_once(toy, tmp_path) -> None:
     assert_nothing_left(str(toy))
 
 
+# A server whose first `takes` starts each tell the test their port and wait
+# until the test has taken it, the way a client's outgoing connection takes
+# an ephemeral port between the harness's check and the server's bind().
+PORT_THIEF = """\
+import os, sys, time
+state, port, toy, takes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+start = len(os.listdir(state)) // 2 + 1
+if start <= takes:
+    with open(os.path.join(state, f"port.{start}.tmp"), "w") as f:
+        f.write(port)
+    os.rename(os.path.join(state, f"port.{start}.tmp"), os.path.join(state, f"port.{start}"))
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.path.join(state, f"go.{start}")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+os.execv(toy, [toy, "echo", port])
+"""
+
+
+def take_ports(state: Path, takes: int, held: list) -> None:
+    """Take each port the server announces, with a real client connection
+    bound to it, then let the server go on (and fail to bind)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        for start in range(1, takes + 1):
+            port = int(wait_for(lambda: (state / f"port.{start}").exists()
+                                and (state / f"port.{start}").read_text(), 60, f"start {start}"))
+            client = socket.socket()
+            client.bind(("127.0.0.1", port))
+            client.connect(listener.getsockname())
+            held.append(client)
+            (state / f"go.{start}").touch()
+
+
+@pytest.mark.parametrize("takes", [1, 3])
+def test_a_port_taken_before_the_server_binds_it_is_the_harness_s_to_retry(
+        toy, tmp_path, takes) -> None:
+    """The harness chose the port; another process took it before the server
+    bound it.  That is not the server's startup failure: start again on
+    another port, up to three starts, and say so."""
+    thief, state = tmp_path / "thief.py", tmp_path / "state"
+    thief.write_text(PORT_THIEF)
+    state.mkdir()
+    run = start_harness("run", "--cmd", f"{PYTHON} {thief} {state} {{port}} {toy} {takes}",
+                        "--detector", "asan", "--out", str(tmp_path / "o"), "--json", "-")
+    held: list[socket.socket] = []
+    try:
+        take_ports(state, takes, held)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for client in held:
+            client.close()
+    data = json.loads(out)
+    retried = [n for n in data["notes"] if "was taken by another process" in n]
+    if takes == 1:
+        assert (run.returncode, data["verdict"]) == (0, "clean"), err
+        assert len(retried) == 1 and data["port"] != int((state / "port.1").read_text())
+        assert "toy_server: 1 connections accepted" in Path(data["stderr"]).read_text()
+    else:   # every start lost its port: the third one's failure is the verdict
+        assert (run.returncode, data["verdict"]) == (1, "startup-failure"), err
+        assert data["reasons"][0] == "exited before it was listening"
+        assert len(retried) == 2
+        assert "Address already in use" in Path(data["stderr"]).read_text()
+    assert_nothing_left(str(toy))
+
+
+def test_ports_for_the_placeholder_are_drawn_outside_the_ephemeral_range() -> None:
+    """Outgoing connections get their local port from the ephemeral range;
+    a server's port drawn from there can be taken by any client meanwhile."""
+    low, high = ephemeral_range()
+    ports = {free_port() for _ in range(200)}
+    assert len(ports) > 150
+    assert not [p for p in ports if low <= p <= high], (low, high)
+
+
 def test_cases_sharing_a_fixed_port_never_run_at_once(toy, tmp_path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     scenarios = [scenario(tmp_path, f"s{i}/p{i}.toml", ECHO.format(line=f"case {i}")
                           + '\n[[steps]]\ndo = "pause"\nseconds = 0.5\n') for i in range(3)]
     args = [a for s in scenarios for a in ("--scenario", str(s))]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import ipaddress
 import os
+import random
 import re
 import select
 import signal
@@ -40,6 +41,7 @@ POLL = 0.01                 # readiness: look at the listening sockets this ofte
 TREE_POLL = 0.2             # ... and at what the whole tree listens on
 WRONG_PORT_GRACE = 0.5      # listening elsewhere this long: it ignores the port argument
 OUTPUT_LIMIT = 64 << 20     # bytes of stdout kept in the run folder; the rest is counted
+PORT_FLOOR = 20000          # ports for '{port}' are drawn from here up, below the ephemeral range
 KEEPER_SECONDS = 15.0       # for the keeper to start the server, or to kill its tree
 # What a run leaves in its folder, removed before the next run uses it.
 RUN_FILES = ("valgrind.log", "valgrind.*.log", "stdout.txt", "stderr.txt", "hang.txt",
@@ -68,9 +70,40 @@ def check_loopback(host: str) -> str:
     return str(addr)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (for servers that take `{port}`)."""
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands to outgoing connections (and to bind(0))."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(family: int, host: str, port: int) -> bool:
+    # Without SO_REUSEADDR: a port some socket still holds (TIME_WAIT
+    # included) is not free for a server that does not set it either.
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", rng: random.Random = random.SystemRandom()) -> int:
+    """A port free now (for servers that take `{port}`), outside the kernel's
+    ephemeral range when there is room: a port from that range can be given
+    to any client's outgoing connection between this check and the server's
+    bind(), and the server then exits with EADDRINUSE before it listens."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low, high = ephemeral_range()
+    spans = [(a, b) for a, b in ((PORT_FLOOR, low - 1), (high + 1, 65535)) if b - a >= 100]
+    for _ in range(50 if spans else 0):
+        a, b = rng.choice(spans)
+        port = rng.randint(a, b)
+        if _bindable(family, host, port):
+            return port
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -511,6 +544,15 @@ class Server:
                 self.not_ready = f"did not start listening on {where} within {seconds:.0f}s"
                 return False
             self._events(min(POLL, deadline.left()))
+
+    def port_taken_meanwhile(self) -> bool:
+        """The server exited before listening because the port the harness
+        chose for it was taken by another process in between (its bind()
+        failed with EADDRINUSE): the harness's doing, not the server's."""
+        if self.target.port_mode != "substitute" or self.port is None \
+                or self.not_ready != "exited before it was listening":
+            return False
+        return proctree.bound(self.port) or "Address already in use" in self.output_tail()
 
     def _owned_listeners(self, found: list[proctree.Listener]) -> dict[int, int]:
         tree = self.tree()

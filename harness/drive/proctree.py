@@ -102,6 +102,21 @@ def listeners(port: int | None = None) -> list[Listener]:
     return out
 
 
+def bound(port: int) -> bool:
+    """Some TCP socket, in any state, has `port` as its local port."""
+    want = f":{port:04X}"
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f, None)
+                if any(len(parts) > 3 and parts[1].endswith(want)
+                       for parts in map(str.split, f)):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def socket_inodes(pid: int) -> set[int]:
     """Inodes of the sockets process `pid` has open."""
     out = set()
