@@ -347,6 +347,64 @@ def test_the_harness_killed_takes_its_servers_with_it(toy, tmp_path) -> None:
     assert not vgdb_fifos(seen)
 
 
+def _keeper_of(harness_pid: int) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_bytes()
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == "leak-keeper" and int(stat[stat.rfind(b")") + 2:].split()[1]) == harness_pid:
+                return int(entry.name)
+    return None
+
+
+KEEPER_PATHS = pytest.mark.parametrize("spawn", ["setpriv", "fork"])
+
+
+def keeper_env(spawn: str) -> dict:
+    return dict(os.environ, LEAK_HARNESS_KEEPER_FORK="1" if spawn == "fork" else "0")
+
+
+@KEEPER_PATHS
+def test_the_keeper_killed_takes_the_server_with_it(toy, tmp_path, spawn) -> None:
+    """The server's parent-death signal: SIGKILL to the keeper alone (the
+    harness lives on) leaves no server behind, and the harness ends the run."""
+    slow = scenario(tmp_path, "slow.toml", SLOW)
+    proc = start_harness("run", "--cmd", f"{toy} echo {{port}}", "--scenario", str(slow),
+                         "--out", str(tmp_path), "--json", "-", env=keeper_env(spawn))
+    seen = up(tmp_path, toy)
+    keeper = wait_for(lambda: _keeper_of(proc.pid), 30, "the keeper")
+    os.kill(keeper, signal.SIGKILL)
+    assert_nothing_left(str(toy), seen)
+    out, err = proc.communicate(timeout=60)
+    assert json.loads(out)["verdict"] != "clean", err     # a run cut short is no clean run
+
+
+@KEEPER_PATHS
+def test_the_server_starts_with_default_signal_dispositions(tmp_path, spawn) -> None:
+    """A job started with '&' ignores SIGINT, and the keeper ignores SIGTERM,
+    SIGHUP and more: the server inherits none of it, nor a blocked signal.
+    (Natively, and a program that sets no handler: valgrind would hide it.)"""
+    token = f"{40 + uuid.uuid4().int % 1000 / 1000:.3f}"
+    proc = start_harness("run", "--cmd", f"sh -c 'exec sleep {token}' {{port}}", "--detector",
+                         "asan", "--out", str(tmp_path), ignore_sigint=True, env=keeper_env(spawn))
+    try:
+        pid = next(iter(wait_for(lambda: matching(f"sleep {token}", True), 30, "the server")))
+        fields = dict(line.split(":\t", 1) for line in
+                      Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+        ignorable = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP,
+                     signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE)
+        mask = sum(1 << (int(sig) - 1) for sig in ignorable)
+        assert int(fields["SigIgn"], 16) & mask == 0, fields["SigIgn"]
+        assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert_nothing_left(f"sleep {token}")
+
+
 def test_sigint_ignored_at_start_still_stops_the_harness(toy, tmp_path) -> None:
     """(trap '' INT; harness ...) &: the job inherits SIGINT ignored."""
     slow = scenario(tmp_path, "slow.toml", SLOW)
