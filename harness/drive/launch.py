@@ -243,10 +243,11 @@ class _OutputDrain(threading.Thread):
     """Copies the server's stdout pipe into a file (the first OUTPUT_LIMIT
     bytes; the rest is counted) and watches for the readiness line."""
 
-    def __init__(self, pipe, path: Path) -> None:
+    def __init__(self, pipe, path: Path, wake: int | None = None) -> None:
         super().__init__(daemon=True)
         self.pipe = pipe
         self.path = path
+        self.wake = wake        # written to once the readiness line is seen
         self.ready = threading.Event()
         self.port: int | None = None
         self.total = 0
@@ -272,6 +273,11 @@ class _OutputDrain(threading.Thread):
                     if m:
                         self.port = int(m.group(1))
                         self.ready.set()
+                        if self.wake is not None:
+                            try:
+                                os.write(self.wake, b"!")
+                            except OSError:
+                                pass
         finally:
             if out is not None:
                 out.close()
@@ -310,6 +316,7 @@ class Server:
         self._empty = False                     # no process of the tree is left
         self._keeper_gone = False
         self._drain: _OutputDrain | None = None
+        self._wake: tuple[int, int] | None = None   # the drain wakes the readiness wait
         self._port_lock: NameLock | None = None
         self.maps: dict[int, str] = {}          # pid -> its file-backed mappings (/proc/PID/maps)
 
@@ -400,6 +407,7 @@ class Server:
         # from here on finds the control pipe, and closing it ends the tree.
         with _live_lock:
             _live.add(self)
+        keeper.setpriv()        # looked up here, once: the keeper inherits the answer
         pid = os.fork()
         if pid == 0:    # the keeper: it never comes back here
             try:
@@ -411,7 +419,8 @@ class Server:
         self._keeper_pid = pid
         for fd in (ctl_r, st_w, out_w, err, null):
             os.close(fd)
-        self._drain = _OutputDrain(open(out_r, "rb"), self.stdout_path)
+        self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._drain = _OutputDrain(open(out_r, "rb"), self.stdout_path, self._wake[1])
         self._drain.start()
         deadline = Deadline(KEEPER_SECONDS)
         while self.pid is None and not self._keeper_gone and not deadline.expired():
@@ -430,11 +439,17 @@ class Server:
         line); returns a start failure's message, if any."""
         if self._status is None or self._keeper_gone:
             return None
+        fds = [self._status] if self._wake is None else [self._status, self._wake[0]]
         try:
-            ready, _, _ = select.select([self._status], [], [], max(0.0, timeout))
+            ready, _, _ = select.select(fds, [], [], max(0.0, timeout))
         except InterruptedError:
             return None
-        if not ready:
+        if self._wake is not None and self._wake[0] in ready:
+            try:
+                os.read(self._wake[0], 64)
+            except OSError:
+                pass
+        if self._status not in ready:
             return None
         chunk = os.read(self._status, 65536)
         if not chunk:
@@ -637,6 +652,10 @@ class Server:
         if self._drain is not None and self._drain.ident is not None:
             # (not started when a signal interrupted its start)
             self._drain.join(timeout=5)
+        if self._wake is not None and (self._drain is None or not self._drain.is_alive()):
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
 
     def _command(self, line: str) -> None:
         if self._ctl is None:

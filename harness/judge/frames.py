@@ -28,14 +28,27 @@ SYSTEM_DIRS = ("/lib/", "/lib32/", "/lib64/", "/usr/lib/", "/usr/lib32/", "/usr/
                "/usr/libexec/")
 
 
-@dataclass
 class SourceIndex:
-    """Source files the program is built from, by base name."""
+    """Source files the program is built from, by base name.  The folders are
+    walked when a frame first asks (a clean run never does: a walk of a big
+    working directory costs milliseconds per case)."""
 
-    files: dict[str, Path]
+    def __init__(self, files: dict[str, Path] | None = None, roots: Iterable[Path] = ()) -> None:
+        self._files = files
+        self._roots = list(roots)
 
     @classmethod
     def scan(cls, roots: Iterable[Path]) -> "SourceIndex":
+        return cls(None, roots)
+
+    @property
+    def files(self) -> dict[str, Path]:
+        if self._files is None:
+            self._files = self._walk(self._roots)
+        return self._files
+
+    @staticmethod
+    def _walk(roots: list[Path]) -> dict[str, Path]:
         files: dict[str, Path] = {}
         for root in roots:
             if not Path(root).is_dir():
@@ -47,8 +60,8 @@ class SourceIndex:
                     if name.endswith(SOURCE_SUFFIXES):
                         files.setdefault(name, Path(dirpath) / name)
                 if len(files) >= MAX_FILES:
-                    return cls(files)
-        return cls(files)
+                    return files
+        return files
 
     def resolve(self, frame: Frame) -> Path | None:
         if not frame.file:
