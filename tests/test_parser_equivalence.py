@@ -15,26 +15,12 @@ from hypothesis import strategies as st
 
 from biglogs import copies, interleave, repeat_records, repeat_xml_errors, with_pid
 from harness.logs import vglog, vgxml
-from oracle import vglog_v1, vgxml_v1
+from oracle import vglog_v1, vgxml_v1, without_addresses
 
 INPUTS = Path(__file__).parent / "inputs"
 TEXT_LOGS = sorted(p.name for p in INPUTS.iterdir() if p.suffix in (".log", ".txt"))
 XML_LOGS = sorted(p.name for p in INPUTS.glob("*.xml"))
 BUDGETS = [5000, 0, 1, 3]
-
-
-LATER = ("addr", "suppression")    # what the parser keeps since it was frozen
-
-
-def without_addresses(value):
-    """Plain data without what the frozen parser did not keep: the frames'
-    addresses (to map frames to objects) and valgrind's suppression entries
-    (--gen-suppressions=all)."""
-    if isinstance(value, dict):
-        return {k: without_addresses(v) for k, v in value.items() if k not in LATER}
-    if isinstance(value, list):
-        return [without_addresses(v) for v in value]
-    return value
 
 
 def outcome(parse, *args, **kwargs):

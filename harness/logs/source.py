@@ -7,17 +7,21 @@ text log is refused with LogParseError.
 from __future__ import annotations
 
 import os
+import re
 import select
 import stat
+from itertools import chain
 from pathlib import Path
 from typing import Iterator
 
 from .vglog import LogParseError
 
 MAX_LINE = 1 << 20          # a longer line is not valgrind's
-CHUNK = 1 << 20
+CHUNK = 1 << 16             # small enough for malloc to reuse, not map fresh pages
 QUIET_SECONDS = 30.0        # a pipe or device that says nothing this long is done
 TOTAL_SECONDS = 600.0       # and no stream is read for longer than this
+# What str.splitlines() splits at besides '\n'.
+_OTHER_BREAKS = re.compile("[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def _kind(path: Path) -> str:
@@ -37,11 +41,19 @@ def read_head(path: Path, size: int = 64) -> bytes:
 
 def log_lines(path: Path, quiet: float = QUIET_SECONDS, total: float = TOTAL_SECONDS
               ) -> Iterator[str]:
-    """The lines of a text log (decoded as UTF-8, bad bytes replaced)."""
+    """The lines of a text log (decoded as UTF-8, bad bytes replaced), each
+    ending with its newline (the last one may have none)."""
     if _kind(path) == "file":
-        with open(path, "rb") as f:
-            yield from _lines(lambda: f.read(CHUNK))
-        return
+        return chain.from_iterable(_file_chunks(path))
+    return chain.from_iterable(_stream_chunks(path, quiet, total))
+
+
+def _file_chunks(path: Path) -> Iterator[list[str]]:
+    with open(path, "rb") as f:
+        yield from _chunks(lambda: f.read(CHUNK))
+
+
+def _stream_chunks(path: Path, quiet: float, total: float) -> Iterator[list[str]]:
     from ..timeouts import Deadline, scaled
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
@@ -60,12 +72,14 @@ def log_lines(path: Path, quiet: float = QUIET_SECONDS, total: float = TOTAL_SEC
             except BlockingIOError:
                 return read()
 
-        yield from _lines(read)
+        yield from _chunks(read)
     finally:
         os.close(fd)
 
 
-def _lines(read) -> Iterator[str]:
+def _chunks(read) -> Iterator[list[str]]:
+    """The lines of what `read` returns, a list per chunk read (the parser
+    takes them through one C-level chain, not a Python step per line)."""
     pending = b""
     number = 0
     first = True
@@ -76,18 +90,21 @@ def _lines(read) -> Iterator[str]:
         pending += chunk
         cut = pending.rfind(b"\n") + 1
         if cut:
-            lines = pending[:cut].decode("utf-8", errors="replace").split("\n")
+            text = pending[:cut].decode("utf-8", errors="replace")
             pending = pending[cut:]
-            lines.pop()     # the empty string after the last newline
-            longest = max(map(len, lines))
+            if _OTHER_BREAKS.search(text):
+                # str.splitlines() would also split at these: split at '\n' only.
+                lines = [line + "\n" for line in text.split("\n")[:-1]]
+            else:
+                lines = text.splitlines(keepends=True)
+            longest = max(map(len, lines)) - 1
             if longest > MAX_LINE:
                 raise LogParseError(f"a line of {longest:,} characters near line {number + 1}: "
                                     "not a valgrind log")
             number += len(lines)
-            for line in lines:
-                yield line + "\n"
+            yield lines
         if len(pending) > MAX_LINE:
             raise LogParseError(f"line {number + 1} is longer than {MAX_LINE >> 20} MiB: "
                                 "not a valgrind log")
     if pending:
-        yield pending.decode("utf-8", errors="replace")
+        yield [pending.decode("utf-8", errors="replace")]
