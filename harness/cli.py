@@ -103,7 +103,7 @@ def write_json(data: dict, dest: str | None) -> None:
         sys.stdout.flush()
         return
     try:
-        with open(dest, "w", encoding="utf-8") as f:
+        with open(dest, "w", encoding="utf-8", buffering=1 << 20) as f:
             dump(data, f)
     except OSError as exc:
         raise UsageError(f"--json {dest}: cannot write: {exc.strerror}") from None
@@ -784,21 +784,33 @@ def program_name() -> str:
     return "leak-harness" if Path(sys.argv[0]).name == "leak-harness" else "python3 -m harness"
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = ("parse", "run", "matrix", "gate", "demo", "scenarios", "report", "shrink", "bisect")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line.  Given the arguments, only their subcommand gets its
+    options (every subcommand is still listed): building all of them costs
+    every command about 20 ms."""
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+
+    def wanted(name: str) -> bool:
+        return chosen is None or chosen == name
+
     p = _Parser(prog=program_name(),
                 description="Run TCP servers under valgrind, play scripted clients, judge leaks "
                             "and crashes.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     pp = sub.add_parser("parse", help="judge an existing valgrind log (text or XML)")
-    pp.add_argument("log")
-    pp.add_argument("--stop-signal", default="SIGTERM",
-                    help="the signal that stopped the program: death by it is not a crash")
-    pp.add_argument("--leak-kinds", help="strict (default), all, or e.g. definite,possible")
-    pp.add_argument("--json", metavar="PATH|-", help="write the result as JSON ('-': stdout)")
-    pp.add_argument("--source-dir", action="append", default=[],
-                    help="where the program's sources are (for its own frames)")
-    pp.set_defaults(func=cmd_parse)
+    if wanted("parse"):
+        pp.add_argument("log")
+        pp.add_argument("--stop-signal", default="SIGTERM",
+                        help="the signal that stopped the program: death by it is not a crash")
+        pp.add_argument("--leak-kinds", help="strict (default), all, or e.g. definite,possible")
+        pp.add_argument("--json", metavar="PATH|-", help="write the result as JSON ('-': stdout)")
+        pp.add_argument("--source-dir", action="append", default=[],
+                        help="where the program's sources are (for its own frames)")
+        pp.set_defaults(func=cmd_parse)
 
     def target_options(q: argparse.ArgumentParser, cmd_required: bool) -> None:
         q.add_argument("--cmd", required=cmd_required,
@@ -810,21 +822,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the server's sources are (for its own frames)")
 
     pr = sub.add_parser("run", help="run a server under valgrind and judge it")
-    pr.add_argument("pattern", nargs="?", help="one of the project's servers (servers/NAME)")
-    pr.add_argument("--variant", choices=("buggy", "fixed", "main"))
-    target_options(pr, cmd_required=False)
-    pr.add_argument("--scenario", help="a named scenario (scenarios/NAME.toml) or a file")
-    pr.add_argument("--repeat", type=_repeat, default=1,
-                    help=f"run N times (at most {MAX_REPEAT}), report the rate")
-    pr.add_argument("--load", metavar="N1,N2",
-                    help="run at two connection counts, report the leak per connection")
-    pr.add_argument("--json", metavar="PATH|-", help="write the result as JSON ('-': stdout)")
-    pr.add_argument("--out", help="directory for the run's files (default reports/runs)")
-    pr.add_argument("--debug", action="store_true",
-                    help="valgrind's gdbserver stops the server at its first error; the run "
-                         "prints the gdb command to attach and waits (needs a terminal)")
-    add_run_options(pr)
-    pr.set_defaults(func=cmd_run)
+    if wanted("run"):
+        pr.add_argument("pattern", nargs="?", help="one of the project's servers (servers/NAME)")
+        pr.add_argument("--variant", choices=("buggy", "fixed", "main"))
+        target_options(pr, cmd_required=False)
+        pr.add_argument("--scenario", help="a named scenario (scenarios/NAME.toml) or a file")
+        pr.add_argument("--repeat", type=_repeat, default=1,
+                        help=f"run N times (at most {MAX_REPEAT}), report the rate")
+        pr.add_argument("--load", metavar="N1,N2",
+                        help="run at two connection counts, report the leak per connection")
+        pr.add_argument("--json", metavar="PATH|-", help="write the result as JSON ('-': stdout)")
+        pr.add_argument("--out", help="directory for the run's files (default reports/runs)")
+        pr.add_argument("--debug", action="store_true",
+                        help="valgrind's gdbserver stops the server at its first error; the run "
+                             "prints the gdb command to attach and waits (needs a terminal)")
+        add_run_options(pr)
+        pr.set_defaults(func=cmd_run)
 
     def gate_options(q: argparse.ArgumentParser) -> None:
         q.add_argument("-j", "--jobs", type=_jobs, default=1,
@@ -845,72 +858,81 @@ def build_parser() -> argparse.ArgumentParser:
                             "'report merge')")
 
     pm = sub.add_parser("matrix", help="every pair's variants against their scenarios")
-    pm.add_argument("--pattern", action="append", help="only this server (repeatable)")
-    pm.add_argument("--variant", action="append", choices=("buggy", "fixed", "main"),
-                    help="only these variants (repeatable)")
-    pm.add_argument("--detectors", "--detector", dest="detectors", action="append",
-                    choices=("memcheck", "asan", "helgrind", "drd", "all"),
-                    help="memcheck (default), asan, helgrind, drd, or all (repeatable)")
-    gate_options(pm)
-    add_run_options(pm, detectors=())
-    pm.set_defaults(func=cmd_matrix)
+    if wanted("matrix"):
+        pm.add_argument("--pattern", action="append", help="only this server (repeatable)")
+        pm.add_argument("--variant", action="append", choices=("buggy", "fixed", "main"),
+                        help="only these variants (repeatable)")
+        pm.add_argument("--detectors", "--detector", dest="detectors", action="append",
+                        choices=("memcheck", "asan", "helgrind", "drd", "all"),
+                        help="memcheck (default), asan, helgrind, drd, or all (repeatable)")
+        gate_options(pm)
+        add_run_options(pm, detectors=())
+        pm.set_defaults(func=cmd_matrix)
 
     pg = sub.add_parser("gate", help="CI gate for your own server: fails on a new leak or crash")
-    target_options(pg, cmd_required=True)
-    pg.add_argument("--scenario", action="append",
-                    help="named scenario or file (repeatable; default echo)")
-    gate_options(pg)
-    add_run_options(pg)
-    pg.set_defaults(func=cmd_gate)
+    if wanted("gate"):
+        target_options(pg, cmd_required=True)
+        pg.add_argument("--scenario", action="append",
+                        help="named scenario or file (repeatable; default echo)")
+        gate_options(pg)
+        add_run_options(pg)
+        pg.set_defaults(func=cmd_gate)
 
     pd = sub.add_parser("demo", help="each bug next to its fix, then the HTML report")
-    pd.add_argument("-j", "--jobs", type=_jobs, default=2, help="cases run at once (default 2)")
-    pd.add_argument("--out", help="report directory (default reports/)")
-    pd.set_defaults(func=cmd_demo)
+    if wanted("demo"):
+        pd.add_argument("-j", "--jobs", type=_jobs, default=2, help="cases run at once (default 2)")
+        pd.add_argument("--out", help="report directory (default reports/)")
+        pd.set_defaults(func=cmd_demo)
 
     ps = sub.add_parser("scenarios", help="list the named scenarios")
-    ps.set_defaults(func=cmd_scenarios)
+    if wanted("scenarios"):
+        ps.set_defaults(func=cmd_scenarios)
 
     prep = sub.add_parser("report", help="work on report folders (report merge)")
-    rsub = prep.add_subparsers(dest="report_command", required=True, parser_class=_Parser)
-    prm = rsub.add_parser("merge", help="merge the report folders of a gate's shards into one report")
-    prm.add_argument("dirs", nargs="+", metavar="DIR", help="a shard's report folder (--out)")
-    prm.add_argument("--out", required=True, help="the merged report's folder")
-    prm.add_argument("--json", metavar="PATH|-", help="write the merged summary.json here too")
-    prm.add_argument("--sarif", metavar="PATH", help="SARIF path (default OUT/report.sarif)")
-    prm.add_argument("--junit", metavar="PATH", help="JUnit XML path (default OUT/junit.xml)")
-    prm.set_defaults(func=cmd_report_merge)
+    if wanted("report"):
+        rsub = prep.add_subparsers(dest="report_command", required=True, parser_class=_Parser)
+        prm = rsub.add_parser("merge", help="merge the report folders of a gate's shards into one report")
+        prm.add_argument("dirs", nargs="+", metavar="DIR", help="a shard's report folder (--out)")
+        prm.add_argument("--out", required=True, help="the merged report's folder")
+        prm.add_argument("--json", metavar="PATH|-", help="write the merged summary.json here too")
+        prm.add_argument("--sarif", metavar="PATH", help="SARIF path (default OUT/report.sarif)")
+        prm.add_argument("--junit", metavar="PATH", help="JUnit XML path (default OUT/junit.xml)")
+        prm.set_defaults(func=cmd_report_merge)
 
     psh = sub.add_parser("shrink", help="the smallest scenario that still shows a finding",
                          description="Reduce a failing case's scenario (its random steps "
                                      "expanded first) to a 1-minimal one that shows the same "
                                      "verdict with a finding of the same signature.")
-    psh.add_argument("source", nargs="?", metavar="RUN_DIR|PATTERN",
-                     help="a failing run's folder (its result.json and scenario.toml), or one "
-                          "of the project's servers")
-    psh.add_argument("--variant", choices=("buggy", "fixed", "main"))
-    target_options(psh, cmd_required=False)
-    psh.add_argument("--scenario", help="a named scenario or a file")
-    psh.add_argument("--signature", help="the finding to keep (default: the pair's expected "
-                                         "one, else the run's first)")
-    psh.add_argument("-j", "--jobs", type=_jobs, default=1,
-                     help=f"candidates run at once (1 to {MAX_JOBS})")
-    psh.add_argument("--max-runs", type=int, default=500,
-                     help="runs the search may spend (default 500; the final check adds --confirm)")
-    psh.add_argument("--time", type=float, default=3600.0, metavar="SECONDS",
-                     help="seconds the search may take (default 3600)")
-    psh.add_argument("--confirm", type=int, default=10,
-                     help="times the result is run at the end (default 10)")
-    psh.add_argument("--output", metavar="FILE",
-                     help="the minimal scenario (default RUN_DIR/minimal.toml, or OUT/minimal.toml)")
-    psh.add_argument("--out", metavar="DIR", help="folder for the candidates' runs (default "
-                                                  "RUN_DIR/shrink or reports/shrink/NAME)")
-    psh.add_argument("--json", metavar="PATH|-", help="write the figures as JSON ('-': stdout)")
-    add_run_options(psh)
-    psh.set_defaults(func=cmd_shrink)
+    if wanted("shrink"):
+        psh.add_argument("source", nargs="?", metavar="RUN_DIR|PATTERN",
+                         help="a failing run's folder (its result.json and scenario.toml), or one "
+                              "of the project's servers")
+        psh.add_argument("--variant", choices=("buggy", "fixed", "main"))
+        target_options(psh, cmd_required=False)
+        psh.add_argument("--scenario", help="a named scenario or a file")
+        psh.add_argument("--signature", help="the finding to keep (default: the pair's expected "
+                                             "one, else the run's first)")
+        psh.add_argument("-j", "--jobs", type=_jobs, default=1,
+                         help=f"candidates run at once (1 to {MAX_JOBS})")
+        psh.add_argument("--max-runs", type=int, default=500,
+                         help="runs the search may spend (default 500; the final check adds --confirm)")
+        psh.add_argument("--time", type=float, default=3600.0, metavar="SECONDS",
+                         help="seconds the search may take (default 3600)")
+        psh.add_argument("--confirm", type=int, default=10,
+                         help="times the result is run at the end (default 10)")
+        psh.add_argument("--output", metavar="FILE",
+                         help="the minimal scenario (default RUN_DIR/minimal.toml, or OUT/minimal.toml)")
+        psh.add_argument("--out", metavar="DIR", help="folder for the candidates' runs (default "
+                                                      "RUN_DIR/shrink or reports/shrink/NAME)")
+        psh.add_argument("--json", metavar="PATH|-", help="write the figures as JSON ('-': stdout)")
+        add_run_options(psh)
+        psh.set_defaults(func=cmd_shrink)
 
-    from .tools.bisect import add_parser as add_bisect_parser
-    add_bisect_parser(sub)
+    if wanted("bisect"):
+        from .tools.bisect import add_parser as add_bisect_parser
+        add_bisect_parser(sub)
+    else:
+        sub.add_parser("bisect", help="find the commit that introduced a finding (git bisect run)")
     return p
 
 
@@ -954,7 +976,7 @@ def _main(argv: list[str] | None) -> int:
             signal.signal(sig, _interrupt)
         for stream in (sys.stdout, sys.stderr):
             stream.reconfigure(errors="backslashreplace")
-        args = build_parser().parse_args(argv)
+        args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
         multiplier()
         if args.command not in QUIET_COMMANDS:
             from .drive import launch

@@ -7,7 +7,6 @@ text log is refused with LogParseError.
 from __future__ import annotations
 
 import os
-import re
 import select
 import stat
 from itertools import chain
@@ -21,7 +20,7 @@ CHUNK = 1 << 16             # small enough for malloc to reuse, not map fresh pa
 QUIET_SECONDS = 30.0        # a pipe or device that says nothing this long is done
 TOTAL_SECONDS = 600.0       # and no stream is read for longer than this
 # What str.splitlines() splits at besides '\n'.
-_OTHER_BREAKS = re.compile("[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+_OTHER_BREAKS = ("\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
 def _kind(path: Path) -> str:
@@ -92,12 +91,12 @@ def _chunks(read) -> Iterator[list[str]]:
         if cut:
             text = pending[:cut].decode("utf-8", errors="replace")
             pending = pending[cut:]
-            if _OTHER_BREAKS.search(text):
+            if any(c in text for c in _OTHER_BREAKS):
                 # str.splitlines() would also split at these: split at '\n' only.
                 lines = [line + "\n" for line in text.split("\n")[:-1]]
             else:
                 lines = text.splitlines(keepends=True)
-            longest = max(map(len, lines)) - 1
+            longest = max(map(len, lines)) - 1 if len(text) > MAX_LINE else 0
             if longest > MAX_LINE:
                 raise LogParseError(f"a line of {longest:,} characters near line {number + 1}: "
                                     "not a valgrind log")
