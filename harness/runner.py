@@ -339,6 +339,7 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
         if player is not None:
             player.close_all()
         server.kill()
+    played.notes[:0] = restarts
     log, parse_error = read_detector_log(options, valgrind, server)
     annotate_log(log, server.maps)
     program = program_of(target, log, options)
@@ -366,7 +367,6 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
     if server.maps:
         _write_quietly(run_dir / "maps.json", json.dumps(server.maps, indent=1))
     result.repro = keep_scenario(target, scenario, played, run_dir, options)
-    played.notes[:0] = restarts
     if server.output_bytes > OUTPUT_LIMIT:
         played.notes.append(f"the server wrote {server.output_bytes:,} bytes to stdout; the first "
                             f"{OUTPUT_LIMIT >> 20} MiB are kept in {server.stdout_path.name}")

@@ -266,12 +266,8 @@ class Player:
         """What a send step writes, one write at a time: generated lines are
         made a block at a time, so a send of any size streams."""
         chunk = step.get("chunk")
-        if step.get("text") is not None:
-            blocks = [step.get("text").encode()]
-        elif step.get("hex") is not None:
-            blocks = [bytes.fromhex(step.get("hex"))]
-        else:
-            blocks = None
+        given = _bytes_of(step, "text", "hex")
+        blocks = None if given is None else [given]
         for _ in range(step.get("repeat")):
             for block in blocks or generated_blocks(step.get("size"), step.get("line_length")):
                 if chunk == "all":

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import gc
 import os
 import select
@@ -44,40 +45,30 @@ NAME = b"leak-keeper"       # its name in the process table (/proc/PID/comm)
 KILL_SECONDS = 10.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_setpriv: list[str | None] = []     # found once, in the harness, before it forks a keeper
-
-
+@functools.cache
 def setpriv() -> str | None:
     """util-linux's setpriv, if it can set the parent-death signal (2.33+).
-    Called by the harness before each fork, so every keeper inherits the answer."""
-    if not _setpriv:
-        found = None
-        # LEAK_HARNESS_KEEPER_FORK=1: the fork path, as where setpriv is missing.
-        folders = () if os.environ.get("LEAK_HARNESS_KEEPER_FORK") == "1" else \
-            ("/usr/bin", "/bin", "/usr/local/bin")
-        for folder in folders:
-            path = os.path.join(folder, "setpriv")
-            if os.access(path, os.X_OK):
-                found = path
-                break
-        if found is not None:
-            try:
-                r, w = os.pipe2(os.O_CLOEXEC)
-                pid = os.posix_spawn(found, [found, "--help"], {"LC_ALL": "C"},
-                                     file_actions=[(os.POSIX_SPAWN_DUP2, w, 1),
-                                                   (os.POSIX_SPAWN_OPEN, 2, os.devnull,
-                                                    os.O_WRONLY, 0)])
-                os.close(w)
-                out = b""
-                while chunk := os.read(r, 65536):
-                    out += chunk
-                os.close(r)
-                os.waitpid(pid, 0)
-                found = found if b"--pdeathsig" in out else None
-            except OSError:
-                found = None
-        _setpriv.append(found)
-    return _setpriv[0]
+    The harness asks before each fork, so every keeper inherits the answer."""
+    if os.environ.get("LEAK_HARNESS_KEEPER_FORK") == "1":
+        return None     # the fork path, as where setpriv is missing
+    found = next((p for p in ("/usr/bin/setpriv", "/bin/setpriv", "/usr/local/bin/setpriv")
+                  if os.access(p, os.X_OK)), None)
+    if found is None:
+        return None
+    try:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.posix_spawn(found, [found, "--help"], {"LC_ALL": "C"},
+                             file_actions=[(os.POSIX_SPAWN_DUP2, w, 1),
+                                           (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+        os.close(w)
+        out = b""
+        while chunk := os.read(r, 65536):
+            out += chunk
+        os.close(r)
+        os.waitpid(pid, 0)
+    except OSError:
+        return None
+    return found if b"--pdeathsig" in out else None
 
 
 def exec_problem(name: str, env: dict[str, str]) -> OSError | None:
@@ -162,7 +153,7 @@ class Keeper:
 
     # -- the server ---------------------------------------------------------
     def start(self) -> bool:
-        helper = _setpriv[0] if _setpriv else None
+        helper = setpriv()
         return self.spawn(helper) if helper else self.fork()
 
     def spawn(self, helper: str) -> bool:

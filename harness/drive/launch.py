@@ -248,7 +248,6 @@ class _OutputDrain(threading.Thread):
         self.pipe = pipe
         self.path = path
         self.wake = wake        # written to once the readiness line is seen
-        self.ready = threading.Event()
         self.port: int | None = None
         self.total = 0
 
@@ -272,7 +271,6 @@ class _OutputDrain(threading.Thread):
                     m = READY_LINE.search(pending)
                     if m:
                         self.port = int(m.group(1))
-                        self.ready.set()
                         if self.wake is not None:
                             try:
                                 os.write(self.wake, b"!")
@@ -282,7 +280,6 @@ class _OutputDrain(threading.Thread):
             if out is not None:
                 out.close()
             self.pipe.close()
-            self.ready.set()
 
 
 class Server:
@@ -305,6 +302,7 @@ class Server:
         self.exit: ExitInfo | None = None
         self.on_hang = None     # called with self before a hung server is killed
         self.not_ready: str | None = None       # why wait_ready() said no
+        self.exited_unready = False             # ... because it exited before listening
         self.daemonized = False                 # the first process left, its tree serves on
         self.listener_pid: int | None = None
         self.killed_after_exit = 0              # processes still there when the first one ended
@@ -553,6 +551,7 @@ class Server:
                 if self.target.port_mode == "announce" and self._drain.port is not None:
                     self.port = self._drain.port
                 self.not_ready = "exited before it was listening"
+                self.exited_unready = True
                 return False
             if deadline.expired():
                 where = f"{self.target.host}:{self.port}" if self.port else "its announced port"
@@ -564,8 +563,7 @@ class Server:
         """The server exited before listening because the port the harness
         chose for it was taken by another process in between (its bind()
         failed with EADDRINUSE): the harness's doing, not the server's."""
-        if self.target.port_mode != "substitute" or self.port is None \
-                or self.not_ready != "exited before it was listening":
+        if self.target.port_mode != "substitute" or not self.exited_unready:
             return False
         return proctree.bound(self.port) or "Address already in use" in self.output_tail()
 

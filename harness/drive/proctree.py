@@ -81,9 +81,9 @@ def _hex_address(text: str) -> str:
     return str(ipaddress.IPv6Address(b"".join(words)))
 
 
-def listeners(port: int | None = None) -> list[Listener]:
-    """Every TCP socket in LISTEN state (on `port` only, when given)."""
-    out = []
+def _sockets(port: int | None = None):
+    """The rows of /proc/net/tcp and tcp6, split (on local port `port` only,
+    when given): local address, remote, state, ..., inode (column 9)."""
     want = None if port is None else f":{port:04X}"
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -91,30 +91,25 @@ def listeners(port: int | None = None) -> list[Listener]:
                 next(f, None)
                 for line in f:
                     parts = line.split()
-                    if len(parts) < 10 or parts[3] != LISTEN:
-                        continue
-                    if want is not None and not parts[1].endswith(want):
-                        continue
-                    addr, _, hexport = parts[1].partition(":")
-                    out.append(Listener(_hex_address(addr), int(hexport, 16), int(parts[9])))
+                    if len(parts) >= 10 and (want is None or parts[1].endswith(want)):
+                        yield parts
         except OSError:
             continue
+
+
+def listeners(port: int | None = None) -> list[Listener]:
+    """Every TCP socket in LISTEN state (on `port` only, when given)."""
+    out = []
+    for parts in _sockets(port):
+        if parts[3] == LISTEN:
+            addr, _, hexport = parts[1].partition(":")
+            out.append(Listener(_hex_address(addr), int(hexport, 16), int(parts[9])))
     return out
 
 
 def bound(port: int) -> bool:
     """Some TCP socket, in any state, has `port` as its local port."""
-    want = f":{port:04X}"
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path) as f:
-                next(f, None)
-                if any(len(parts) > 3 and parts[1].endswith(want)
-                       for parts in map(str.split, f)):
-                    return True
-        except OSError:
-            continue
-    return False
+    return any(True for _ in _sockets(port))
 
 
 def socket_inodes(pid: int) -> set[int]:
