@@ -128,7 +128,13 @@ class Proc:
 # high-water mark across exec), so every child is started by this small
 # spawner, whose own RSS is the interpreter's alone.  It prints, after the
 # child's output, one last line: the child's exit status, CPU and peak RSS.
+# Every child runs on the same CPU (CPU): the cores of a virtual machine need
+# not be alike (on the bench's machine one runs the same loop 1.5x slower
+# than the other), and a floor timed on one and a parser on the other would
+# make their ratio a draw of the scheduler.
+CPU = min(os.sched_getaffinity(0))
 _SPAWNER = """import os, sys
+os.sched_setaffinity(0, {int(os.environ["PARSEBENCH_CPU"])})
 pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)
 _, status, usage = os.wait4(pid, 0)
 print(os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
@@ -144,7 +150,8 @@ def spawn(argv: list[str], cwd: Path | None = None, env: dict | None = None,
     t0 = time.perf_counter()
     with open(os.devnull, "wb") as null:
         proc = subprocess.Popen([sys.executable, "-S", "-c", _SPAWNER, *map(str, argv)], cwd=cwd,
-                                env=env, stdout=subprocess.PIPE, stderr=null,
+                                env=(os.environ if env is None else env) | {"PARSEBENCH_CPU": str(CPU)},
+                                stdout=subprocess.PIPE, stderr=null,
                                 start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)

@@ -233,8 +233,8 @@ def parser_rows(kind: str, figures: list[dict], goal_ratio: float, fault_us: flo
     floor = ("a loop doing one precompiled regex match per line" if kind == "text"
              else "an `iterparse` loop that clears every element")
     rows = [f"Floor: {floor}, on the same file in the same run.  CPU seconds of parsing, each "
-            f"run a fresh process (medians of {PARSE_REPEATS} runs, floor and parser "
-            f"interleaved; the old parser once); peak RSS of the whole process, interpreter "
+            f"run a fresh process on CPU {parsebench.CPU} (medians of {PARSE_REPEATS} runs, "
+            f"floor and parser interleaved; the old parser once); peak RSS of the whole process, interpreter "
             f"included.  A fresh process pays for each page of memory it fills: here "
             f"{fault_us:.1f} us per 4 KB page (the floor fills none, the findings kept fill "
             f"a few MB).", "",
