@@ -60,7 +60,7 @@ LEAK_KIND_BY_WORDS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Frame:
     fn: str
     file: str | None = None
@@ -79,7 +79,7 @@ class Frame:
         return self.fn
 
 
-@dataclass
+@dataclass(slots=True)
 class Aux:
     """An auxiliary part of an error record: 'Address 0x.. is 8 bytes inside a
     block of size 16 free'd' with its stack, 'Block was alloc'd at', ..."""
@@ -91,7 +91,7 @@ class Aux:
         return {"what": self.what, "stack": [f.to_json() for f in self.stack]}
 
 
-@dataclass
+@dataclass(slots=True)
 class Finding:
     kind: str
     what: str
