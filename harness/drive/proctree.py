@@ -9,6 +9,7 @@ valgrind found.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -56,8 +57,42 @@ def all_stats() -> dict[int, ProcStat]:
     return out
 
 
+@functools.cache
+def _children_files() -> bool:
+    """Whether the kernel lists each thread's children
+    (/proc/PID/task/TID/children: CONFIG_PROC_CHILDREN, on in Debian's)."""
+    me = os.getpid()
+    return os.path.exists(f"/proc/{me}/task/{me}/children")
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out += map(int, f.read().split())
+        except OSError:
+            continue
+    return out
+
+
 def descendants(root: int, stats: dict[int, ProcStat] | None = None) -> list[ProcStat]:
-    """Every live (not zombie) process below `root`."""
+    """Every live (not zombie) process below `root`: read down from `root`
+    where the kernel lists children (a few files for a server's tree, not
+    every process of the machine), else from every process's parent."""
+    if stats is None and _children_files():
+        out, todo = [], [root]
+        while todo:
+            for pid in _children(todo.pop()):
+                st = read_stat(pid)
+                if st is not None and st.state != "Z":
+                    out.append(st)
+                    todo.append(pid)
+        return out
     stats = all_stats() if stats is None else stats
     children: dict[int, list[ProcStat]] = {}
     for st in stats.values():
