@@ -348,6 +348,8 @@ def test_the_harness_killed_takes_its_servers_with_it(toy, tmp_path) -> None:
 
 
 def _keeper_of(harness_pid: int) -> int | None:
+    """The keeper of the harness's server: a child of its fork server."""
+    parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -355,8 +357,10 @@ def _keeper_of(harness_pid: int) -> int | None:
                 comm = (entry / "comm").read_text().strip()
             except OSError:
                 continue
-            if comm == "leak-keeper" and int(stat[stat.rfind(b")") + 2:].split()[1]) == harness_pid:
-                return int(entry.name)
+            parents[int(entry.name)] = (comm, int(stat[stat.rfind(b")") + 2:].split()[1]))
+    for pid, (comm, ppid) in parents.items():
+        if comm == "leak-keeper" and parents.get(ppid) == ("leak-forkserver", harness_pid):
+            return pid
     return None
 
 
@@ -403,6 +407,103 @@ def test_the_server_starts_with_default_signal_dispositions(tmp_path, spawn) -> 
         proc.terminate()
         proc.communicate(timeout=60)
     assert_nothing_left(f"sleep {token}")
+
+
+# A process that runs several servers, natively.  Each server writes the
+# /proc/PID/stat line of its parent (its keeper: setpriv execs the server in
+# place) before it starts; after each case the process prints the verdict,
+# that line's pid, name and parent, and the PID of its fork server.  Then it
+# waits for a line on stdin, or is killed.
+FORK_SCRIPT = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from harness.drive import launch
+from harness.drive.launch import Target
+from harness.drive.scenario import load_scenario
+from harness.options import RunOptions
+from harness.runner import run_case
+target = Target(argv=["sh", "-c", "cat /proc/$PPID/stat; exec {toy} echo {{port}}"],
+                port_mode="substitute")
+for i in range({cases}):
+    if i == {kill_before}:
+        os.kill(launch._fork_server.proc[0], 9)
+    run = run_case(target, load_scenario(Path({scenario!r})), Path({out!r}) / str(i),
+                   RunOptions(detector="asan"))
+    stat = (run.run_dir / "stdout.txt").read_text().splitlines()[0]
+    pid, rest = stat.split(" (", 1)
+    name, fields = rest.rsplit(") ", 1)
+    print(run.verdict.label, pid, name, fields.split()[1], launch._fork_server.proc[0],
+          flush=True)
+sys.stdin.readline()
+"""
+
+
+def several_servers(toy: Path, tmp_path: Path, cases: int, kill_before: int = -1):
+    echo = scenario(tmp_path, "echo.toml", ECHO.replace("{line}", "hello"))
+    code = FORK_SCRIPT.format(root=str(ROOT), toy=str(toy), cases=cases, scenario=str(echo),
+                              out=str(tmp_path / "runs"), kill_before=kill_before)
+    proc = subprocess.Popen([PYTHON, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    rows = []
+    for _ in range(cases):
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the script stopped: {proc.communicate(timeout=30)[1]}")
+        verdict, keeper, name, parent, fork_server = line.split()
+        rows.append((verdict, int(keeper), name, int(parent), int(fork_server)))
+    return proc, rows
+
+
+def gone(pid: int) -> bool:
+    return stat_of(pid) is None
+
+
+def test_one_fork_server_forks_every_keeper_and_ends_with_the_harness(toy, tmp_path) -> None:
+    """The harness forks once: a fork server, in a session of its own, whose
+    children are the keepers (each server's parent, a new one per server).
+    When the harness exits, the fork server exits too."""
+    proc, rows = several_servers(toy, tmp_path, 4)
+    try:
+        assert [r[0] for r in rows] == ["clean"] * 4
+        assert {r[2] for r in rows} == {"leak-keeper"}
+        assert len({r[1] for r in rows}) == 4
+        fork_server = rows[0][4]
+        assert {r[3] for r in rows} == {r[4] for r in rows} == {fork_server}
+        assert Path(f"/proc/{fork_server}/comm").read_text().strip() == "leak-forkserver"
+        fields = Path(f"/proc/{fork_server}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(fields[1]) == proc.pid and int(fields[3]) == fork_server  # its own session
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert children == [str(fork_server)]      # nothing else, the keepers reaped
+        proc.communicate("\n", timeout=60)
+        assert proc.returncode == 0
+        wait_for(lambda: gone(fork_server), 10, "the fork server's exit with the harness")
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_the_fork_server_ends_when_the_harness_is_killed(toy, tmp_path) -> None:
+    proc, rows = several_servers(toy, tmp_path, 2)
+    fork_server = rows[-1][4]
+    assert not gone(fork_server)
+    proc.kill()
+    proc.communicate(timeout=30)
+    wait_for(lambda: gone(fork_server), 10, "the fork server's exit after SIGKILL to the harness")
+
+
+def test_a_dead_fork_server_is_replaced(toy, tmp_path) -> None:
+    """Someone killed the fork server: the next server gets a keeper from a
+    new one, and the run is what it would have been."""
+    proc, rows = several_servers(toy, tmp_path, 4, kill_before=2)
+    try:
+        assert [r[0] for r in rows] == ["clean"] * 4
+        killed = rows[1][4]
+        assert rows[2][4] == rows[3][4] != killed and gone(killed)
+        assert rows[2][3] == rows[2][4]
+    finally:
+        proc.kill()
+        proc.communicate()
 
 
 def test_sigint_ignored_at_start_still_stops_the_harness(toy, tmp_path) -> None:

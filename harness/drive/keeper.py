@@ -1,18 +1,25 @@
 """The keeper: one small process between the harness and each server.
 
-The harness forks it (no new interpreter: a fork costs a millisecond, an
-interpreter tens) and it runs `serve()` until it exits, touching nothing of
-the harness but the file descriptors it was given.  It makes itself a child
-subreaper (prctl PR_SET_CHILD_SUBREAPER) in a session of its own, so
-whatever the server forks stays its descendant, even a daemon that calls
-setsid() and whose parent exits.  It starts the server with every signal at
-its default disposition and an empty signal mask (a job started with `&`
-from a script ignores SIGINT, and exec would pass that on) and with
-PR_SET_PDEATHSIG (SIGKILL when the keeper dies).  Where util-linux's
-`setpriv --pdeathsig` exists (Debian: always) the server is started with
-posix_spawn() through it: no second copy of the harness's memory, which a
-fork() would make page by page (tens of milliseconds per case on a loaded
-machine); elsewhere the keeper forks and sets it itself.
+It is forked by the fork server (`fork_server()`): a process the harness
+forks once, at its first server, that waits on a socket for jobs, one
+message each (SCM_RIGHTS: the server's stdin, stdout and stderr, CTL and
+STATUS; then argv, environment and folder as JSON), forks a keeper for each
+and answers with its PID.  The harness itself then never forks again: a fork
+of the harness costs it about 8 ms before the child runs a line, and every
+page it writes afterwards is copied once more (850 page faults per case),
+all while valgrind boots on the other core.  No new interpreter is started
+either (tens of milliseconds here).  A keeper touches nothing of the harness
+but the file descriptors it was given.
+
+A keeper makes itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER) in a
+session of its own, so whatever the server forks stays its descendant, even
+a daemon that calls setsid() and whose parent exits.  It starts the server
+with every signal at its default disposition and an empty signal mask (a job
+started with `&` from a script ignores SIGINT, and exec would pass that on)
+and with PR_SET_PDEATHSIG (SIGKILL when the keeper dies).  Where
+util-linux's `setpriv --pdeathsig` exists (Debian: always) the server is
+started with posix_spawn() through it: no copy of the keeper's memory;
+elsewhere the keeper forks and sets it itself.
 
 It reports on the STATUS pipe and obeys the CTL pipe, one line each:
   keeper -> harness  'started PID' | 'failed ERRNO MESSAGE' | 'exit PID STATUS'
@@ -32,9 +39,11 @@ import ctypes
 import errno
 import functools
 import gc
+import json
 import os
 import select
 import signal
+import socket
 import stat
 import time
 
@@ -304,29 +313,156 @@ class Keeper:
                         return 0
 
 
-def serve(ctl: int, status: int, argv: list[str], env: dict[str, str], cwd: str | None) -> None:
-    """The keeper's whole life, in a child the harness just forked: never
-    returns.  fds 0, 1 and 2 are already the server's stdin, stdout, stderr."""
+# A job's header: the JSON's length; the five descriptors ride with it.
+_HEADER = 8
+_JOB_FDS = 5
+FORK_SERVER_NAME = b"leak-forkserver"
+
+
+def hand(sock: socket.socket, fds: list[int], argv: list[str], env: dict[str, str],
+         cwd: str | None) -> int:
+    """The harness's side: a keeper for this server, from the fork server
+    at the other end of `sock` (fds: stdin, stdout, stderr, CTL's read end,
+    STATUS's write end).  Returns the keeper's PID; raises OSError if the
+    fork server is gone or does not answer within the socket's timeout."""
+    payload = json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()
+    socket.send_fds(sock, [len(payload).to_bytes(_HEADER, "little")], fds)
+    sock.sendall(payload)
+    return _pid_of(sock)
+
+
+def _pid_of(sock: socket.socket) -> int:
+    reply = b""
+    while len(reply) < _HEADER:
+        more = sock.recv(_HEADER - len(reply))
+        if not more:
+            raise ConnectionResetError(errno.ECONNRESET, "the fork server exited")
+        reply += more
+    return int.from_bytes(reply, "little")
+
+
+def _job(sock: socket.socket) -> tuple[list[int], dict] | None:
+    """The fork server's side: the next job, or None at end-of-file (the
+    harness exited or let it go)."""
+    head, fds, _, _ = socket.recv_fds(sock, _HEADER, _JOB_FDS)
+    if len(fds) != _JOB_FDS:
+        for fd in fds:
+            os.close(fd)
+        return None
+    while len(head) < _HEADER:
+        more = sock.recv(_HEADER - len(head))
+        if not more:
+            return None
+        head += more
+    size = int.from_bytes(head, "little")
+    body = bytearray()
+    while len(body) < size:
+        more = sock.recv(min(size - len(body), 1 << 20))
+        if not more:
+            return None
+        body += more
+    return fds, json.loads(body)
+
+
+def _settle(name: bytes) -> None:
+    """What every process of the keeper's kind does first: a session of its
+    own, deaf to the terminal's and the job control's signals (only the
+    harness's pipes rule it), no signal blocked, its name set."""
+    gc.disable()        # nothing of the harness's is finalized here
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+
+
+def fork_server(sock: int) -> None:
+    """The fork server's whole life, in a child the harness forked once:
+    never returns.  For each job on `sock` it forks a keeper and answers
+    with its PID; it reaps the keepers; at end-of-file it exits (the
+    keepers run on: each ends with its own control pipe)."""
     code = 1
     try:
-        gc.disable()        # nothing of the harness's is finalized here
+        _settle(FORK_SERVER_NAME)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        _close_fds_except({0, 1, 2, sock})
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        with socket.socket(fileno=sock) as conn:
+            while True:
+                try:
+                    ready, _, _ = select.select([conn, wake_r], [], [])
+                except InterruptedError:
+                    continue
+                if wake_r in ready:
+                    _drain(wake_r)
+                    _reap_all()
+                if conn not in ready:
+                    continue
+                job = _job(conn)
+                if job is None:
+                    break
+                fds, what = job
+                pid = os.fork()
+                if pid == 0:
+                    _keeper(fds, what, {conn.fileno(), wake_r, wake_w})
+                for fd in fds:
+                    os.close(fd)
+                conn.sendall(pid.to_bytes(_HEADER, "little"))
+        code = 0
+    except BaseException:       # noqa: BLE001 - the harness sees the socket close
+        pass
+    finally:
+        os._exit(code)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _reap_all() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _keeper(fds: list[int], what: dict, fork_servers: set[int]) -> None:
+    """A keeper's whole life, in a child the fork server just forked: never
+    returns."""
+    code = 1
+    status = fds[4]
+    try:
+        signal.set_wakeup_fd(-1)
+        for fd in fork_servers:
+            os.close(fd)
         os.setsid()
-        _close_fds_except({0, 1, 2, ctl, status})
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                    signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-            signal.signal(sig, signal.SIG_IGN)      # only CTL rules the keeper
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        for target, fd in zip((0, 1, 2), fds[:3]):
+            os.dup2(fd, target)
+            os.close(fd)
+        ctl = fds[3]
         os.set_inheritable(ctl, False)
         os.set_inheritable(status, False)
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         _libc.prctl(PR_SET_NAME, ctypes.c_char_p(NAME), 0, 0, 0)
-        keeper = Keeper(ctl, status, argv, env, cwd)
+        keeper = Keeper(ctl, status, what["argv"], what["env"], what["cwd"])
         try:
             code = keeper.run()
         except BaseException as exc:    # noqa: BLE001 - the harness must hear of it
             keeper.say(f"error {exc!r}")
             keeper.kill_tree()
-    except BaseException as exc:        # noqa: BLE001
+    except BaseException as exc:        # noqa: BLE001 - said where the harness listens
         try:
             os.write(status, f"error {exc!r}\n".encode())
         except OSError:

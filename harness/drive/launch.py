@@ -111,7 +111,8 @@ def free_port(host: str = "127.0.0.1", rng: random.Random = random.SystemRandom(
 
 def kill_all() -> None:
     """End every server this process started and has not reaped: closing a
-    keeper's control pipe makes it kill its whole tree; wait for that."""
+    keeper's control pipe makes it kill its whole tree; wait for that.  Then
+    let the fork server go."""
     with _live_lock:
         servers = list(_live)
         _live.clear()
@@ -119,9 +120,85 @@ def kill_all() -> None:
         server._close_control()
     for server in servers:
         server._wait_keeper(KEEPER_SECONDS)
+    _fork_server.drop()
 
 
 atexit.register(kill_all)
+
+
+class _ForkServer:
+    """The process that forks every keeper of this process's servers
+    (keeper.fork_server): forked at the first server, replaced if it dies,
+    let go at exit (it reads end-of-file and exits)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: tuple[int, socket.socket] | None = None     # (pid, socket)
+
+    def hand(self, fds: list[int], argv: list[str], env: dict[str, str], cwd: str | None) -> int:
+        """A keeper with this job (keeper.hand); returns its PID."""
+        with self.lock:
+            if self.proc is None:
+                self.proc = self._fork()
+            try:
+                return keeper.hand(self.proc[1], fds, argv, env, cwd)
+            except OSError:
+                self._drop()    # gone (killed by someone), or not answering: the next is new
+                raise
+
+    @staticmethod
+    def _fork() -> tuple[int, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.settimeout(KEEPER_SECONDS)
+        keeper.setpriv()        # looked up here, once: every keeper inherits the answer
+        pid = os.fork()
+        if pid == 0:            # the fork server: it never comes back here
+            keeper.fork_server(theirs.fileno())
+        theirs.close()
+        return pid, ours
+
+    def _drop(self) -> None:
+        if self.proc is not None:
+            pid, sock = self.proc
+            self.proc = None
+            sock.close()
+            _reap(pid, KEEPER_SECONDS)
+
+    def drop(self) -> None:
+        with self.lock:
+            self._drop()
+
+    def pid(self) -> int | None:
+        with self.lock:
+            return self.proc[0] if self.proc else None
+
+
+def _reap(pid: int, seconds: float) -> None:
+    """Wait for a child (the fork server, let go) to exit, up to `seconds`;
+    then kill it."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            ready, _, _ = select.select([fd], [], [], seconds)
+            if not ready:
+                _sigkill(pid)
+        else:
+            _sigkill(pid)
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+_fork_server = _ForkServer()
+
+
+_KEEPER_NAMES = (keeper.NAME.decode(), keeper.FORK_SERVER_NAME.decode())
 
 
 def serve_as_subreaper() -> None:
@@ -140,9 +217,10 @@ def reap_orphans(seconds: float) -> None:
     trees; then kill what is left of them."""
     deadline = Deadline(seconds)
     me = os.getpid()
+    ours = _fork_server.pid()       # this process's own, still serving
     for _ in range(100000):     # bounded: each round waits at most 5 ms
         keepers = [st.pid for st in proctree.all_stats().values()
-                   if st.ppid == me and proctree.name(st.pid) == keeper.NAME.decode()]
+                   if st.ppid == me and st.pid != ours and proctree.name(st.pid) in _KEEPER_NAMES]
         if not keepers:
             return
         for pid in keepers:
@@ -398,25 +476,16 @@ class Server:
             self._forget()
             raise TargetError(f"{self.stderr_path}: cannot write: {exc.strerror}") from None
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        out_r, out_w = os.pipe()
-        ctl_r, self._ctl = os.pipe()
-        self._status, st_w = os.pipe()
-        # Registered before the keeper exists: an interrupt landing anywhere
-        # from here on finds the control pipe, and closing it ends the tree.
+        # Registered before the keeper has its job: an interrupt landing
+        # anywhere from here on finds the control pipe, and closing it ends
+        # the tree.
         with _live_lock:
             _live.add(self)
-        keeper.setpriv()        # looked up here, once: the keeper inherits the answer
-        pid = os.fork()
-        if pid == 0:    # the keeper: it never comes back here
-            try:
-                os.dup2(null, 0)
-                os.dup2(out_w, 1)
-                os.dup2(err, 2)
-            finally:
-                keeper.serve(ctl_r, st_w, argv, env, self.target.cwd)
-        self._keeper_pid = pid
-        for fd in (ctl_r, st_w, out_w, err, null):
-            os.close(fd)
+        try:
+            out_r = self._hand_to_keeper(null, err, argv, env)
+        finally:
+            os.close(err)
+            os.close(null)
         self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._drain = _OutputDrain(open(out_r, "rb"), self.stdout_path, self._wake[1])
         self._drain.start()
@@ -430,6 +499,33 @@ class Server:
         if self.pid is None:
             self.kill()
             raise TargetError("the harness's keeper process did not start the server")
+
+    def _hand_to_keeper(self, null: int, err: int, argv: list[str], env: dict[str, str]) -> int:
+        """The server's job to a keeper, through the fork server; returns
+        the read end of the server's stdout.  A second try gets new pipes:
+        a keeper the first may have left reads end-of-file on its control
+        pipe and ends, whatever it started."""
+        for attempt in range(2):
+            out_r, out_w = os.pipe()
+            ctl_r, self._ctl = os.pipe()
+            self._status, st_w = os.pipe()
+            try:
+                self._keeper_pid = _fork_server.hand([null, out_w, err, ctl_r, st_w], argv, env,
+                                                     self.target.cwd)
+                return out_r
+            except OSError as exc:
+                os.close(out_r)
+                self._close_control()
+                os.close(self._status)
+                self._status = None
+                if attempt:
+                    self._forget()
+                    raise TargetError("cannot start a keeper for the server: "
+                                      f"{exc.strerror or exc}") from None
+            finally:
+                for fd in (ctl_r, st_w, out_w):
+                    os.close(fd)
+        raise AssertionError("unreachable")
 
     # -- the keeper's reports ------------------------------------------------
     def _events(self, timeout: float) -> str | None:
@@ -557,7 +653,12 @@ class Server:
                 where = f"{self.target.host}:{self.port}" if self.port else "its announced port"
                 self.not_ready = f"did not start listening on {where} within {seconds:.0f}s"
                 return False
-            self._events(min(POLL, deadline.left()))
+            # An announced port is an event (the drain's wake pipe), and so is
+            # an exit (the keeper's report): only the look at the whole tree
+            # is due by the clock.  A listening socket is no event: poll.
+            wait = (max(0.0, next_tree_look - time.monotonic())
+                    if self.target.port_mode == "announce" else POLL)
+            self._events(min(wait, deadline.left()))
 
     def port_taken_meanwhile(self) -> bool:
         """The server exited before listening because the port the harness
@@ -672,8 +773,9 @@ class Server:
             self._ctl = None
 
     def _wait_keeper(self, seconds: float) -> None:
-        """Reap the keeper: its status pipe reads end-of-file when it exits;
-        past the deadline it is killed with its group."""
+        """Wait for the keeper's end: its status pipe reads end-of-file when
+        it exits (the fork server, its parent, reaps it); past the deadline
+        it is killed with its group."""
         if self._keeper_pid is None:
             return
         deadline = Deadline(seconds)
@@ -684,10 +786,6 @@ class Server:
                 os.killpg(self._keeper_pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        try:
-            os.waitpid(self._keeper_pid, 0)
-        except ChildProcessError:
-            pass
         self._keeper_pid = None
 
     def _forget(self) -> None:
