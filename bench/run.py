@@ -47,7 +47,7 @@ from minimal import minimal_case  # noqa: E402
 
 ECHO = ROOT / "build" / "servers" / "echo" / "echo"
 LOGSTORM = ROOT / "build" / "progs" / "logstorm"
-REPEATS = int(os.environ.get("BENCH_REPEATS", "10"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "20"))
 PARSE_REPEATS = int(os.environ.get("BENCH_PARSE_REPEATS", "5"))
 LOAD_ROUNDS = int(os.environ.get("BENCH_LOAD_ROUNDS", "15"))
 SECTIONS = set(os.environ.get("BENCH_SECTIONS", "case,matrix,parser,command,load").split(","))
