@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import pyserver
-from harness.drive.clients import kernel_queues, play
+from harness.drive.clients import kernel_queues, play, tcp_state
 from harness.drive.scenario import parse_scenario
 
 T = 5.0         # deadline of any wait for the server to observe something
@@ -299,6 +299,28 @@ def test_wait_read_fails_when_the_server_stops_reading():
                               "within 0.5s"), msg
         assert re.search(r"server unread [1-9]\d*", msg), msg
         assert 0.5 <= took < 3
+
+
+def test_send_fails_when_the_server_stops_reading_and_says_its_window_is_shut():
+    """A server that reads nothing more: the send stops taking bytes and the
+    step fails after its timeout, naming the kernel's view (window probes
+    unanswered), not waiting on as it does while TCP resends lost segments."""
+    with pyserver.PyServer(pyserver.read_then_stop(10)) as srv:
+        t0 = time.monotonic()
+        result, player, _ = run(srv, {"do": "open", "conn": "c"},
+                                {"do": "send", "conn": "c", "size": 64 << 20, "timeout": 1},
+                                keep_open=True)
+        try:
+            took = time.monotonic() - t0
+            state = tcp_state(player.conns["c"].sock)
+        finally:
+            player.close_all()
+        assert len(result.failures) == 1
+        msg = result.failures[0]
+        assert re.match(r"step 2 \(send\): c: the server stopped taking data \(\d+ bytes sent, "
+                        r"none taken for 1s; ", msg), msg
+        assert "window" in msg and not state.resending, (msg, state)
+        assert 1 <= took < 10
 
 
 # -- wait_closed ----------------------------------------------------------------------------

@@ -109,6 +109,36 @@ def generated_blocks(size: int, line_length: int):
         left -= len(block)
 
 
+@dataclass(frozen=True)
+class TcpState:
+    """What the kernel says of a connection's sending side (TCP_INFO)."""
+
+    retransmits: int        # unanswered retransmissions of lost segments (the RTO's backoff)
+    probes: int             # unanswered zero-window probes: the peer's window is shut
+
+    @property
+    def resending(self) -> bool:
+        """Segments were lost (on loopback: a receive queue pruned under
+        memory pressure) and TCP resends them, waiting twice as long each
+        time: no byte is taken meanwhile, yet the server refused nothing."""
+        return self.retransmits > 0 and self.probes == 0
+
+    def shown(self) -> str:
+        if self.probes:
+            return f"the server's receive window is shut ({self.probes} window probes unanswered)"
+        if self.retransmits:
+            return f"TCP is resending lost segments ({self.retransmits} retransmissions)"
+        return "no retransmission, no window probe"
+
+
+def tcp_state(sock: socket.socket) -> TcpState:
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    except (OSError, AttributeError):
+        return TcpState(0, 0)
+    return TcpState(retransmits=info[2], probes=info[3])  # struct tcp_info: state, ca_state, ...
+
+
 def kernel_queues(server_port: int, client_port: int, v6: bool = False) -> tuple[int, int] | None:
     """(tx_queue, rx_queue) of the server's socket for this connection, read
     from /proc/net/tcp: bytes it has not had acknowledged, bytes it has not
@@ -305,10 +335,14 @@ class Player:
             try:
                 n = conn.sock.send(view[done:])
             except socket.timeout:
+                state = tcp_state(conn.sock)
+                if taking.expired() and not deadline.expired() and state.resending:
+                    taking = Deadline(idle)     # TCP's backoff, not the server: wait on
+                    continue
                 if deadline.expired() or taking.expired():
                     raise StepFailed(f"{conn.name}: the server stopped taking data "
                                      f"({conn.sent} bytes sent, none taken for "
-                                     f"{idle:g}s)") from None
+                                     f"{idle:g}s; {state.shown()})") from None
                 continue
             done += n
             conn.sent += n
