@@ -656,8 +656,12 @@ class Server:
             # An announced port is an event (the drain's wake pipe), and so is
             # an exit (the keeper's report): only the look at the whole tree
             # is due by the clock.  A listening socket is no event: poll.
-            wait = (max(0.0, next_tree_look - time.monotonic())
-                    if self.target.port_mode == "announce" else POLL)
+            if self.target.port_mode == "announce":
+                if self._drain.port is not None:
+                    continue    # it came meanwhile: its wake byte may be read already
+                wait = max(0.0, next_tree_look - time.monotonic())
+            else:
+                wait = POLL
             self._events(min(wait, deadline.left()))
 
     def port_taken_meanwhile(self) -> bool:
