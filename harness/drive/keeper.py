@@ -365,9 +365,9 @@ def _job(sock: socket.socket) -> tuple[list[int], dict] | None:
 
 
 def _settle(name: bytes) -> None:
-    """What every process of the keeper's kind does first: a session of its
-    own, deaf to the terminal's and the job control's signals (only the
-    harness's pipes rule it), no signal blocked, its name set."""
+    """What the fork server does first, and its keepers inherit: a session
+    of its own, deaf to the terminal's and the job control's signals (only
+    the harness's socket and pipes rule them), no signal blocked, a name."""
     gc.disable()        # nothing of the harness's is finalized here
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
