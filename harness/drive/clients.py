@@ -116,13 +116,6 @@ class TcpState:
     retransmits: int        # unanswered retransmissions of lost segments (the RTO's backoff)
     probes: int             # unanswered zero-window probes: the peer's window is shut
 
-    @property
-    def resending(self) -> bool:
-        """Segments were lost (on loopback: a receive queue pruned under
-        memory pressure) and TCP resends them, waiting twice as long each
-        time: no byte is taken meanwhile, yet the server refused nothing."""
-        return self.retransmits > 0 and self.probes == 0
-
     def shown(self) -> str:
         if self.probes:
             return f"the server's receive window is shut ({self.probes} window probes unanswered)"
@@ -335,18 +328,24 @@ class Player:
             try:
                 n = conn.sock.send(view[done:])
             except socket.timeout:
-                state = tcp_state(conn.sock)
-                if taking.expired() and not deadline.expired() and state.resending:
-                    taking = Deadline(idle)     # TCP's backoff, not the server: wait on
-                    continue
                 if deadline.expired() or taking.expired():
                     raise StepFailed(f"{conn.name}: the server stopped taking data "
                                      f"({conn.sent} bytes sent, none taken for "
-                                     f"{idle:g}s; {state.shown()})") from None
+                                     f"{idle:g}s; {self._stall_state(conn)})") from None
                 continue
             done += n
             conn.sent += n
             taking = Deadline(idle)
+
+    def _stall_state(self, conn: Conn) -> str:
+        """What the kernel says of a send that stopped: the client's TCP
+        state, and what the server's socket holds unread (0 with a shut
+        window: the server read all it got, and TCP has not told the
+        client its window opened)."""
+        queues = kernel_queues(self.port, conn.client_port, ":" in self.host)
+        unread = "the server's socket is gone" if queues is None else \
+            f"server unread {queues[1]}"
+        return f"{tcp_state(conn.sock).shown()}, {unread}"
 
     def _read_exact(self, conn: Conn, size: int, deadline: Deadline, what: str) -> bytes:
         while len(conn.buffer) < size:

@@ -54,10 +54,13 @@ NAME = b"leak-keeper"       # its name in the process table (/proc/PID/comm)
 KILL_SECONDS = 10.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
 @functools.cache
 def setpriv() -> str | None:
     """util-linux's setpriv, if it can set the parent-death signal (2.33+).
-    The harness asks before each fork, so every keeper inherits the answer."""
+    The harness asks before it forks the fork server, so every keeper
+    inherits the answer."""
     if os.environ.get("LEAK_HARNESS_KEEPER_FORK") == "1":
         return None     # the fork path, as where setpriv is missing
     found = next((p for p in ("/usr/bin/setpriv", "/bin/setpriv", "/usr/local/bin/setpriv")
@@ -292,11 +295,7 @@ class Keeper:
             except InterruptedError:
                 continue
             if self.wake in ready:
-                try:
-                    while os.read(self.wake, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+                _drain(self.wake)
                 if not self.reap():
                     self.say("empty")
                     return 0
@@ -332,13 +331,21 @@ def hand(sock: socket.socket, fds: list[int], argv: list[str], env: dict[str, st
 
 
 def _pid_of(sock: socket.socket) -> int:
-    reply = b""
-    while len(reply) < _HEADER:
-        more = sock.recv(_HEADER - len(reply))
-        if not more:
-            raise ConnectionResetError(errno.ECONNRESET, "the fork server exited")
-        reply += more
+    reply = _recv_exact(sock, _HEADER)
+    if reply is None:
+        raise ConnectionResetError(errno.ECONNRESET, "the fork server exited")
     return int.from_bytes(reply, "little")
+
+
+def _recv_exact(sock: socket.socket, size: int, start: bytes = b"") -> bytes | None:
+    """`size` bytes (`start` first), or None at end-of-file."""
+    data = bytearray(start)
+    while len(data) < size:
+        more = sock.recv(min(size - len(data), 1 << 20))
+        if not more:
+            return None
+        data += more
+    return bytes(data)
 
 
 def _job(sock: socket.socket) -> tuple[list[int], dict] | None:
@@ -349,18 +356,12 @@ def _job(sock: socket.socket) -> tuple[list[int], dict] | None:
         for fd in fds:
             os.close(fd)
         return None
-    while len(head) < _HEADER:
-        more = sock.recv(_HEADER - len(head))
-        if not more:
-            return None
-        head += more
-    size = int.from_bytes(head, "little")
-    body = bytearray()
-    while len(body) < size:
-        more = sock.recv(min(size - len(body), 1 << 20))
-        if not more:
-            return None
-        body += more
+    head = _recv_exact(sock, _HEADER, head)
+    body = None if head is None else _recv_exact(sock, int.from_bytes(head, "little"))
+    if body is None:
+        for fd in fds:
+            os.close(fd)
+        return None
     return fds, json.loads(body)
 
 
