@@ -285,8 +285,9 @@ def hold(server: PyServer, seen: Seen) -> None:
     server.stopping.wait()
 
 
-def read_then_stop(limit: int) -> Handler:
-    """Read `limit` bytes, then stop reading (until the server stops)."""
+def read_then_stop(limit: int, reply: bytes = b"") -> Handler:
+    """Read `limit` bytes, send `reply`, then stop reading (until the
+    server stops)."""
     def handler(server: PyServer, seen: Seen) -> None:
         got = 0
         while got < limit:
@@ -294,6 +295,8 @@ def read_then_stop(limit: int) -> Handler:
             if chunk is None:
                 return
             got += len(chunk)
+        if reply:
+            server.send(seen, reply)
         server.stopping.wait()
     return handler
 

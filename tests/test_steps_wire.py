@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import pyserver
-from harness.drive.clients import kernel_queues, play, tcp_state
+from harness.drive.clients import _unread, kernel_queues, play, tcp_state
 from harness.drive.scenario import parse_scenario
 
 T = 5.0         # deadline of any wait for the server to observe something
@@ -301,27 +301,35 @@ def test_wait_read_fails_when_the_server_stops_reading():
         assert 0.5 <= took < 3
 
 
-def test_send_fails_when_the_server_stops_reading_and_says_its_window_is_shut():
+@pytest.mark.parametrize("reply", [b"", b"r" * 3000], ids=["silent", "replied"])
+def test_send_fails_when_the_server_stops_reading_and_says_its_window_is_shut(reply):
     """A server that reads nothing more: the send stops taking bytes and the
-    step fails after its timeout, naming the kernel's view: window probes
-    unanswered, and the bytes the server's socket holds unread."""
-    with pyserver.PyServer(pyserver.read_then_stop(10)) as srv:
+    step fails after its timeout, naming the kernel's view: the server's
+    window shut, and the bytes the server's socket holds unread.  With a
+    reply waiting in the client's kernel, the client still reads nothing:
+    the server's unread bytes say it is the server, not TCP, standing
+    still (Player._unstick)."""
+    with pyserver.PyServer(pyserver.read_then_stop(10, reply)) as srv:
         t0 = time.monotonic()
         result, player, _ = run(srv, {"do": "open", "conn": "c"},
-                                {"do": "send", "conn": "c", "size": 64 << 20, "timeout": 1},
+                                {"do": "send", "conn": "c", "size": 64 << 20, "timeout": 2},
                                 keep_open=True)
         try:
             took = time.monotonic() - t0
-            probes = tcp_state(player.conns["c"].sock).probes
+            conn = player.conns["c"]
+            state = tcp_state(conn.sock)
+            waiting = _unread(conn.sock)
         finally:
             player.close_all()
+        assert (conn.received, conn.standstills, waiting) == (0, 0, len(reply))
+        assert not [n for n in result.notes if "stood still" in n], result.notes
         assert len(result.failures) == 1
         msg = result.failures[0]
         assert re.match(r"step 2 \(send\): c: the server stopped taking data \(\d+ bytes sent, "
-                        r"none taken for 1s; ", msg), msg
-        assert re.search(r"window is shut \(\d+ window probes unanswered\), server unread [1-9]",
-                         msg) and probes > 0, msg
-        assert 1 <= took < 10
+                        r"none taken for 2s; ", msg), msg
+        assert re.search(r"window is shut( \(\d+ window probes unanswered\))?, server unread [1-9]",
+                         msg) and state.shut and state.window == 0, msg
+        assert 2 <= took < 10
 
 
 # -- wait_closed ----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ _TCP_TIME_WAIT = "06"       # the st column of /proc/net/tcp
 SEND_PIECE = 1 << 20        # a send is written in pieces of at most this
 SEND_PATIENCE = 6           # a whole send: this many times the step's timeout
 ECHO_LIMIT = 64 << 20       # bytes kept per connection to check an echo
+STANDSTILL_CHECK = 0.5      # a write taking no byte: how often TCP's standstill is looked for
 QUIESCE_POLL = 0.01         # quiesce: how often the server's CPU time is read
 
 
@@ -114,22 +115,38 @@ class TcpState:
     """What the kernel says of a connection's sending side (TCP_INFO)."""
 
     retransmits: int        # unanswered retransmissions of lost segments (the RTO's backoff)
-    probes: int             # unanswered zero-window probes: the peer's window is shut
+    probes: int             # unanswered zero-window probes
+    window: int | None      # the server's receive window, as the client last heard (None:
+                            # the kernel does not say, before Linux 5.4)
+
+    @property
+    def shut(self) -> bool:
+        """The server's receive window is shut, as far as the client knows."""
+        return self.probes > 0 if self.window is None else self.window == 0
 
     def shown(self) -> str:
-        if self.probes:
-            return f"the server's receive window is shut ({self.probes} window probes unanswered)"
+        if self.shut:
+            probes = f" ({self.probes} window probes unanswered)" if self.probes else ""
+            return f"the server's receive window is shut{probes}"
         if self.retransmits:
             return f"TCP is resending lost segments ({self.retransmits} retransmissions)"
+        if self.window is not None:
+            return f"the server's receive window is open ({self.window:,} bytes)"
         return "no retransmission, no window probe"
+
+
+_TCPI_SND_WND = 228     # offset of tcpi_snd_wnd in struct tcp_info (Linux 5.4 on)
 
 
 def tcp_state(sock: socket.socket) -> TcpState:
     try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
     except (OSError, AttributeError):
-        return TcpState(0, 0)
-    return TcpState(retransmits=info[2], probes=info[3])  # struct tcp_info: state, ca_state, ...
+        return TcpState(0, 0, None)
+    window = struct.unpack_from("I", info, _TCPI_SND_WND)[0] \
+        if len(info) >= _TCPI_SND_WND + 4 else None
+    # struct tcp_info: state, ca_state, retransmits, probes, ...
+    return TcpState(retransmits=info[2], probes=info[3], window=window)
 
 
 def kernel_queues(server_port: int, client_port: int, v6: bool = False) -> tuple[int, int] | None:
@@ -161,6 +178,8 @@ class Conn:
         self.received = 0
         self.closed = False
         self.buffer = bytearray()       # read but not yet consumed by an expect
+        self.standstills = 0            # TCP stood still in a send (Player._unstick) ...
+        self.read_to_move = 0           # ... and the bytes read to get it moving
 
     def remember(self, piece: bytes) -> None:
         room = ECHO_LIMIT - len(self.unchecked)
@@ -307,12 +326,21 @@ class Player:
         limit = self._timeout(step)
         for conn in self._targets(step):
             deadline = Deadline(limit * SEND_PATIENCE)
-            for piece in self._pieces(step):
-                if deadline.expired():
-                    raise StepFailed(f"{conn.name}: send did not finish within "
-                                     f"{limit * SEND_PATIENCE:g}s ({conn.sent} bytes sent)")
-                self._send_piece(conn, piece, deadline, limit)
-                conn.remember(piece)
+            before = conn.standstills, conn.read_to_move
+            try:
+                for piece in self._pieces(step):
+                    if deadline.expired():
+                        raise StepFailed(f"{conn.name}: send did not finish within "
+                                         f"{limit * SEND_PATIENCE:g}s ({conn.sent} bytes sent)")
+                    self._send_piece(conn, piece, deadline, limit)
+                    conn.remember(piece)
+            finally:
+                if (times := conn.standstills - before[0]):
+                    self.result.notes.append(
+                        f"{step.label} {conn.name}: TCP stood still "
+                        f"{'once' if times == 1 else f'{times} times'}, the server's window shut "
+                        f"with nothing unread in its socket; the client read "
+                        f"{conn.read_to_move - before[1]:,} bytes of replies to move it")
 
     def _send_piece(self, conn: Conn, piece: bytes, deadline: Deadline, idle: float) -> None:
         """All of `piece`, by writes that each either take some bytes or time
@@ -323,8 +351,9 @@ class Player:
         view = memoryview(piece)
         done = 0
         taking = Deadline(idle)
+        still = 0       # checks in a row that found TCP standing still
         while done < len(piece):
-            conn.sock.settimeout(max(min(deadline.left(), taking.left()), 0.001))
+            conn.sock.settimeout(max(min(deadline.left(), taking.left(), STANDSTILL_CHECK), 0.001))
             try:
                 n = conn.sock.send(view[done:])
             except socket.timeout:
@@ -332,10 +361,43 @@ class Player:
                     raise StepFailed(f"{conn.name}: the server stopped taking data "
                                      f"({conn.sent} bytes sent, none taken for "
                                      f"{idle:g}s; {self._stall_state(conn)})") from None
+                still = still + 1 if self._standing_still(conn) else 0
+                if still >= 2:
+                    self._unstick(conn)
+                    still = 0
                 continue
             done += n
             conn.sent += n
             taking = Deadline(idle)
+
+    def _standing_still(self, conn: Conn) -> bool:
+        """Loopback TCP can stand still with neither side at fault (seen on
+        Linux 6.18).  A client that reads nothing, with a small receive
+        buffer, drops a segment its buffer has no room for; the server then
+        reads all it got, but every segment that would tell the client so
+        lies past the client's window and is dropped unread (TcpExt
+        BeyondWindow), the answers to its window probes included.  No timer
+        ends it; only the client reading does.  The sign: the server's
+        window shut as the client last heard, the server's socket holding
+        nothing unread, and bytes waiting in the client's.  (A server that
+        stops reading has bytes unread.)"""
+        if not tcp_state(conn.sock).shut or not _unread(conn.sock):
+            return False
+        queues = kernel_queues(self.port, conn.client_port, ":" in self.host)
+        return queues is not None and queues[1] == 0
+
+    def _unstick(self, conn: Conn) -> None:
+        """TCP stood still (_standing_still, twice in a row): the client
+        reads what its own kernel holds, into its buffer (an expect still
+        sees it); the send step says so in a note."""
+        try:
+            chunk = conn.sock.recv(max(_unread(conn.sock), 1))
+        except (socket.timeout, OSError):
+            return
+        conn.received += len(chunk)
+        conn.buffer += chunk
+        conn.standstills += 1
+        conn.read_to_move += len(chunk)
 
     def _stall_state(self, conn: Conn) -> str:
         """What the kernel says of a send that stopped: the client's TCP
