@@ -57,12 +57,17 @@ def _parser(kind: str, which: str):
     if kind == "text":
         if which == "old":
             from oracle.vglog_v1 import parse_lines
-        else:
-            from harness.logs.vglog import parse_lines
+
+            def parse(path: str):
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    return parse_lines(f)
+            return parse
+        # As the harness reads a log: decoded in texts of whole lines.
+        from harness.logs.source import log_texts
+        from harness.logs.vglog import parse_texts
 
         def parse(path: str):
-            with open(path, encoding="utf-8", errors="replace") as f:
-                return parse_lines(f)
+            return parse_texts(log_texts(Path(path)))
         return parse
     if which == "old":
         from oracle.vgxml_v1 import parse_xml

@@ -140,8 +140,8 @@ def _scenario_ref(ref: str) -> str:
 def cmd_parse(args: argparse.Namespace) -> int:
     from .judge.frames import Program
     from .judge.verdict import LeakPolicy, judge
-    from .logs.source import log_lines, read_head
-    from .logs.vglog import LogParseError, parse_lines
+    from .logs.source import log_texts, read_head
+    from .logs.vglog import LogParseError, parse_texts
     from .model import ExitInfo
     from .options import parse_stop_signal
     from .report.jsonout import findings_json
@@ -160,7 +160,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
             with path.open("rb") as f:
                 log = parse_xml(f)
         else:
-            log = parse_lines(log_lines(path))
+            log = parse_texts(log_texts(path))
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     except (LogParseError, ValueError, RecursionError) as exc:

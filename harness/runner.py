@@ -17,8 +17,8 @@ from .judge.frames import Program, annotate_log, frame_key, own_frames, signatur
 from .judge.verdict import Judgement, LeakPolicy, judge
 from .logs import hangs
 from .logs.asanlog import read_asan_logs
-from .logs.source import log_lines
-from .logs.vglog import LogParseError, ValgrindLog, parse_lines
+from .logs.source import log_texts
+from .logs.vglog import LogParseError, ValgrindLog, parse_texts
 from .model import DETECTORS, ExitInfo, Verdict
 from .options import RunOptions
 from .repro import repro, shown_path
@@ -133,7 +133,7 @@ def read_logs(paths: list[Path]) -> tuple[ValgrindLog | None, str | None]:
     processes = []
     for path in paths:
         try:
-            processes += parse_lines(log_lines(path)).processes
+            processes += parse_texts(log_texts(path)).processes
         except FileNotFoundError:
             return None, f"valgrind wrote no log at {path}"
         except (LogParseError, ValueError, RecursionError) as exc:

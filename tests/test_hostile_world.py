@@ -671,6 +671,19 @@ def test_parse_of_a_device_or_a_fifo_ends(tmp_path, kind) -> None:
     check_usage_error(proc, str(path))
 
 
+@pytest.mark.parametrize("ending", [b"\n==1== ERROR SUMMARY: 0 errors\n", b""],
+                         ids=["ended", "never-ended"])
+def test_a_line_longer_than_a_mib_is_refused_with_where_it_starts(tmp_path, ending) -> None:
+    """Whether the line ends in the file or never does, the refusal names
+    the byte it starts at (after 64 KB chunks that were parsed)."""
+    text = (ROOT / "tests" / "inputs" / "leaks.log").read_bytes() * 40
+    path = tmp_path / "long-line.log"
+    path.write_bytes(text + b"==1== " + b"x" * (1 << 20) + ending)
+    proc = harness("parse", str(path))
+    check_usage_error(proc, str(path), f"at byte {len(text):,}", "not a valgrind log")
+    assert ("a line of 1,048,582 bytes" in proc.stderr) == bool(ending), proc.stderr
+
+
 def test_a_number_of_5000_digits_in_a_log(tmp_path) -> None:
     text = (ROOT / "tests" / "inputs" / "leaks.log").read_text()
     path = tmp_path / "digits.log"

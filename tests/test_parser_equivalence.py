@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from biglogs import copies, interleave, repeat_records, repeat_xml_errors, with_pid
 from harness.logs import vglog, vgxml
+from harness.logs.source import log_texts
 from oracle import vglog_v1, vgxml_v1, without_addresses
 
 INPUTS = Path(__file__).parent / "inputs"
@@ -34,6 +35,17 @@ def outcome(parse, *args, **kwargs):
                           for p in log.processes]}
 
 
+def texts_of(text: str, size: int) -> list[str]:
+    """The text in pieces of whole lines, each about `size` long (what
+    source.log_texts gives the parser): split at '\n' only."""
+    pieces, start = [], 0
+    while start < len(text):
+        end = text.find("\n", start + size) + 1 or len(text)
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
 def same_text(text: str, max_findings: int = 5000) -> None:
     old = outcome(vglog_v1.parse_text, text, max_findings)
     assert outcome(vglog.parse_text, text, max_findings) == old
@@ -42,6 +54,10 @@ def same_text(text: str, max_findings: int = 5000) -> None:
         if isinstance(lines, io.StringIO):
             lines.seek(0)
         assert outcome(vglog.parse_lines, lines, max_findings) == old
+    # parse_texts reads lines split at '\n' only, as a file object's are.
+    old = outcome(vglog_v1.parse_lines, io.StringIO(text), max_findings)
+    for size in (1, 200, 1 << 16):
+        assert outcome(vglog.parse_texts, texts_of(text, size), max_findings) == old, size
 
 
 @pytest.mark.parametrize("budget", BUDGETS)
@@ -52,10 +68,13 @@ def test_every_recorded_text_log(name: str, budget: int) -> None:
 
 @pytest.mark.parametrize("name", TEXT_LOGS)
 def test_every_recorded_text_log_from_its_file(name: str) -> None:
+    """From the file as the harness reads it (source.log_texts, parse_texts),
+    and as a file object's lines."""
     with open(INPUTS / name, encoding="utf-8", errors="replace") as f:
         old = outcome(vglog_v1.parse_lines, f)
     with open(INPUTS / name, encoding="utf-8", errors="replace") as f:
         assert outcome(vglog.parse_lines, f) == old
+    assert outcome(vglog.parse_texts, log_texts(INPUTS / name)) == old
     assert not isinstance(old, tuple) or name == "vgdb-hang.txt"
 
 
@@ -108,6 +127,7 @@ def test_big_logs(budget: int) -> None:
             past.append(name)
         assert outcome(vglog.parse_text, text, budget) == old, name
         assert outcome(vglog.parse_lines, io.StringIO(text), budget) == old, name
+        assert outcome(vglog.parse_texts, texts_of(text, 1 << 16), budget) == old, name
     assert len(past) == (4 if budget == 100 else 3), past    # the budget is really exceeded
 
 

@@ -1,9 +1,11 @@
 """Parse valgrind's text log: text in, dataclasses out.  Pure: no processes,
 no files.
 
-The log is read line by line (``parse_lines`` takes any iterable of lines), so
-a log of any size is parsed in one pass; findings past ``max_findings`` in
-process are counted, not kept, which keeps memory flat on huge logs.
+The log is read in one pass, as texts of whole lines (``parse_texts``, what
+the harness gives it from ``source.log_texts``) or as lines (``parse_lines``
+takes any iterable of lines), so a log of any size is parsed; findings past
+``max_findings`` in process are counted, not kept, which keeps memory flat
+on huge logs.
 
 What is read, per process (logs can hold several PIDs):
 - the header (tool, command, parent PID);
@@ -18,24 +20,28 @@ programs; the errors -s or -v list again after the ERROR SUMMARY are not
 counted twice.  A process is `complete` once its whole ERROR SUMMARY line has
 been seen: a log cut short (SIGKILL) has none.
 
-Speed (a log can be hundreds of MB): lines come in batches; a batch of one
-process's lines (the usual case) is checked with a few string counts, the
-few lines that open or close a record are found with one regex over it, and
-the others are kept as they came, in slices.  A record is classified by its
+Speed (a log can be hundreds of MB): lines come in texts of about 64 KB (or
+batches of lines, joined); a text of one process's lines (the usual case) is
+checked with two string counts, the few lines that open or close a record
+are found with one regex over it, and the others are kept as they came, as
+slices of the text, split into lines only when their record is read.  No
+Python step runs per line of a loss record past the budget, and reading
+fills no fresh memory per chunk (a fresh process pays a page fault for each
+4 KB page it fills, about 12 us here).  A record is classified by its
 first line: a loss record past the findings budget is only counted, its
 lines never stripped.  Frames are parsed once per distinct text (a log
 repeats a few hundred frames thousands of times; Frame is frozen, so findings
 share them).  Any other batch is read line by line, the current process's
-lines told by their prefix with a string test.  Memory stays flat: a batch,
+lines told by their prefix with a string test.  Memory stays flat: a text,
 one record per process and the bounded frame caches.
 """
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from dataclasses import dataclass, field
-from itertools import accumulate, islice, repeat
-from operator import add, itemgetter
+from functools import lru_cache
+from itertools import islice
+from operator import itemgetter
 from typing import Iterable
 
 from ..model import (LEAK_KIND_BY_WORDS, Amount, Aux, ErrorSummary, FatalSignal,
@@ -252,24 +258,31 @@ _LAST = itemgetter(slice(-1, None))
 
 def _texts(block: list) -> list[str]:
     """A block's lines as stored texts.  An entry is a stored text, or a run
-    of lines kept as they came ('==PID==' and newline included) with the
-    itemgetter that cuts their prefix off: stripped only when their record
-    is read in full (a loss record never is, see _ProcessParser.flush)."""
+    of whole lines kept as they came, in one text ('==PID==' and newlines
+    included), with the length of the prefix to cut off each: split and
+    stripped only when their record is read in full (a loss record never
+    is, see _ProcessParser.flush)."""
     out: list[str] = []
     for entry in block:
         if entry.__class__ is str:
             out.append(entry)
         else:
-            cut, lines = entry
+            size, run = entry
             # A kept line has no whitespace but spaces before its text, so
             # strip() is the stored text's lstrip(" ").rstrip().
-            out.extend(map(str.strip, map(cut, lines)))
+            out.extend(map(str.strip, map(_cut(size), run.split("\n")[:-1])))
     return out
 
 
+@lru_cache(maxsize=None)
+def _cut(size: int) -> itemgetter:
+    """What cuts a prefix of `size` characters off a line."""
+    return itemgetter(slice(size, None))
+
+
 class _RawFrames(dict):
-    """Frames by the raw line of a run ('==PID==    at 0x...: f (a.c:1)' and
-    its newline): a log's frame lines repeat, and most are never stripped."""
+    """Frames by the raw line of a run ('==PID==    at 0x...: f (a.c:1)'):
+    a log's frame lines repeat, and most are never stripped."""
 
     LIMIT = 50_000
 
@@ -327,7 +340,8 @@ class _ProcessParser:
             return
         self.last = None
         first = block[0]
-        head = first if first.__class__ is str else first[0](first[1][0]).strip()
+        head = first if first.__class__ is str else \
+            first[1][first[0]:first[1].index("\n")].strip()
         if head[:1].isdecimal():
             # (A loss record's headline is never an error listed again.)
             text = _DELTA.sub("", head) if "(+" in head or "(-" in head else head
@@ -349,8 +363,10 @@ class _ProcessParser:
                 if i and (frame := self.frames[entry]):
                     stack.append(frame)
             else:
-                lines = entry[1] if i else entry[1][1:]
-                stack.extend(filter(None, map(self.raw_frames.__getitem__, lines)))
+                lines = entry[1].split("\n")
+                lines.pop()                 # after the last newline: nothing
+                stack.extend(filter(None, map(self.raw_frames.__getitem__,
+                                              lines if i else islice(lines, 1, None))))
         return stack
 
     def _record(self, lines: list[str]) -> None:
@@ -542,44 +558,66 @@ class _LogParser:
             if len(batch) > 1 and not self.in_bulk(batch[1:]):
                 self.one_by_one(batch[1:])
 
+    def feed_texts(self, texts: Iterable[str]) -> None:
+        """Texts of whole lines, each ending with a newline (the last text
+        may end without one): a text of the current process's lines in
+        bulk, any other line by line."""
+        for text in texts:
+            nl = text.find("\n")
+            if nl < 0 or nl == len(text) - 1:
+                self.one_by_one([text])
+                continue
+            self.one_by_one([text[:nl + 1]])        # it may start another process
+            if text[-1] == "\n":
+                if self.in_text(text, nl):
+                    continue
+                lines = text[nl + 1:-1].split("\n")
+            else:
+                lines = text[nl + 1:].split("\n")
+            self.one_by_one(lines)
+
     def in_bulk(self, lines: list[str]) -> bool:
-        """The lines of the current process, if they all are: the few that
-        open or close a record found with one regex over the batch, the
-        others kept as they are in runs."""
-        prefix, n = self.prefix, len(lines)
-        if not prefix:
+        """A batch of lines, in bulk (in_text) if each is a whole line, all
+        ending with a newline or none with one."""
+        n = len(lines)
+        if not self.prefix:
             return False
         joined = "".join(lines)
         newlines = joined.count("\n")
         if newlines == 0:                   # str.splitlines(): no line ends
-            joined = "\n".join(lines) + "\n"
-            ends = list(accumulate(map(add, map(len, lines), repeat(1))))
-            end = ""
-        elif newlines == n and set(map(_LAST, lines)) == {"\n"}:
-            ends = list(accumulate(map(len, lines)))
-            end = "\n"
+            joined = "\n" + "\n".join(lines) + "\n"
+        elif newlines != n or set(map(_LAST, lines)) != {"\n"}:
+            return False
         else:
+            joined = "\n" + joined
+        return self.in_text(joined, 0)
+
+    def in_text(self, text: str, nl: int) -> bool:
+        """The whole lines after the newline at text[nl] (the text ends with
+        one), if they all are the current process's: the few that open or
+        close a record found with one regex over the text, the others kept
+        as they are in runs."""
+        prefix = self.prefix
+        # Every newline from nl on but the last is followed by the prefix:
+        # each line starts with it.
+        if not prefix or text.count("\n" + prefix, nl) != text.count("\n", nl) - 1:
             return False
-        # Every newline ends a line, so each line starts with the prefix.
-        if not joined.startswith(prefix) or joined.count("\n" + prefix) != n - 1:
-            return False
-        parser, size, blank = self.parser, len(prefix), prefix + " " + end
-        cut = itemgetter(slice(size, None))
-        keep, flush = parser.block.append, parser.flush
-        done = 0
-        for m in _FED.finditer("\n" + joined):
-            index = bisect_right(ends, m.start())   # the line after that newline
-            if index > done:
-                keep((cut, lines[done:index]))
-            line = lines[index]
+        parser, size, blank = self.parser, len(prefix), prefix + " \n"
+        keep, flush, find = parser.block.append, parser.flush, text.index
+        done = nl + 1
+        for m in _FED.finditer(text, nl):
+            start = m.start() + 1                   # the line after that newline
+            if start > done:
+                keep((size, text[done:start]))
+            done = find("\n", start) + 1
+            line = text[start:done]
             if line == blank and not parser.marked:
                 flush()                            # the usual end of a record
             else:
                 body = line.rstrip("\r\n")
                 parser.feed(body[size + 1:] if body[size:size + 1] == " " else body[size:])
-            done = index + 1
-        if done < n:
-            keep((cut, lines[done:]))
+        if done < len(text):
+            keep((size, text[done:]))
         return True
 
     def one_by_one(self, lines: list[str]) -> None:
@@ -660,6 +698,16 @@ def parse_lines(lines: Iterable[str], max_findings: int = 5000) -> ValgrindLog:
     """Parse a valgrind text log given as lines (a file object will do)."""
     parser = _LogParser(max_findings)
     parser.feed(lines)
+    return parser.result()
+
+
+def parse_texts(texts: Iterable[str], max_findings: int = 5000) -> ValgrindLog:
+    """Parse a valgrind text log given as texts of whole lines, each ending
+    with a newline but perhaps the last (source.log_texts gives them): the
+    same as parse_lines over their lines split at '\\n', without a Python
+    step per line."""
+    parser = _LogParser(max_findings)
+    parser.feed_texts(texts)
     return parser.result()
 
 
