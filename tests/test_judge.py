@@ -3,8 +3,10 @@ the `python3 -m harness parse` command that judges a log file."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -447,6 +449,33 @@ def _check_bad_input(path: Path, message: str) -> None:
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0] == f"{path}: {message}"
+
+
+def test_cli_parses_a_log_from_a_fifo_as_from_its_file(tmp_path: Path) -> None:
+    """A log written into a FIFO in 1,000-byte pieces (lines and a
+    two-byte character cut anywhere, 64 KB reads crossed) gives the same
+    JSON as the file itself."""
+    text = ((INPUTS / "leaks.log").read_text().replace("main", "ma\u00efn") * 160).encode()
+    path = tmp_path / "leaks.log"
+    path.write_bytes(text)
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            for i in range(0, len(text), 1000):
+                f.write(text[i:i + 1000])
+                f.flush()
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    status, from_fifo = parse_json(fifo)
+    writer.join(timeout=60)
+    assert len(text) > 3 * 65536 and not writer.is_alive()
+    from_file = parse_json(path)
+    assert (status, from_fifo.pop("log")) == (from_file[0], str(fifo))
+    assert from_fifo == {k: v for k, v in from_file[1].items() if k != "log"}
+    assert len(from_fifo["findings"]) == 160 * len(parse_text((INPUTS / "leaks.log").read_text())
+                                                    .findings())
 
 
 def test_cli_empty_file(tmp_path: Path) -> None:

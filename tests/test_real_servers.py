@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.logs.source import log_lines
-from harness.logs.vglog import parse_lines
+from harness.logs.source import log_texts
+from harness.logs.vglog import parse_texts
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "real-servers.md"
@@ -143,7 +143,7 @@ def test_nginx_gate_judges_master_and_worker(tmp_path):
     for case in summary["cases"]:
         assert case["scenario_failures"] == [] and case["processes"] == 2, case["case"]
         assert len(case["logs"]) == 2, case["logs"]
-        procs = [p for path in case["logs"] for p in parse_lines(log_lines(Path(path))).processes]
+        procs = [p for path in case["logs"] for p in parse_texts(log_texts(Path(path))).processes]
         assert len(procs) == 2 and all(p.complete for p in procs), case["case"]
         master, worker = procs      # the first log is the first process's
         assert master.command and "nginx" in master.command

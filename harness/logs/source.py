@@ -18,8 +18,6 @@ MAX_LINE = 1 << 20          # a longer line (in bytes) is not valgrind's
 CHUNK = 1 << 16             # small enough for malloc to reuse, not map fresh pages
 QUIET_SECONDS = 30.0        # a pipe or device that says nothing this long is done
 TOTAL_SECONDS = 600.0       # and no stream is read for longer than this
-# What str.splitlines() splits at besides '\n'.
-_OTHER_BREAKS = ("\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
 def _kind(path: Path) -> str:
@@ -45,20 +43,6 @@ def log_texts(path: Path, quiet: float = QUIET_SECONDS, total: float = TOTAL_SEC
     if _kind(path) == "file":
         return _file_chunks(path)
     return _stream_chunks(path, quiet, total)
-
-
-def log_lines(path: Path, quiet: float = QUIET_SECONDS, total: float = TOTAL_SECONDS
-              ) -> Iterator[str]:
-    """The lines of a text log, each ending with its newline (the last one
-    may have none), split at '\n' only."""
-    for text in log_texts(path, quiet, total):
-        if any(c in text for c in _OTHER_BREAKS):
-            # str.splitlines() would also split at these: split at '\n' only.
-            lines = [line + "\n" for line in text.split("\n")]
-            lines[-1] = lines[-1][:-1]
-            yield from filter(None, lines)
-        else:
-            yield from text.splitlines(keepends=True)
 
 
 def _file_chunks(path: Path) -> Iterator[str]:
