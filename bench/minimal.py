@@ -3,16 +3,24 @@ one case by hand.  Start the server under valgrind, wait for its readiness
 line, connect, send a line, read the echo, close, SIGTERM, wait, read the log
 and look for its ERROR SUMMARY.  No scenario language, no judging, no
 reports.   usage: minimal.py SERVER LOGFILE"""
+import os
 import signal
 import socket
 import subprocess
 import sys
 
 
-def minimal_case(server: str, log: str) -> bool:
-    proc = subprocess.Popen(["valgrind", "--tool=memcheck", "--leak-check=full",
-                             "--show-leak-kinds=all", f"--log-file={log}", server, "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+def minimal_case(server: str, log: str, cpu: int | None = None) -> bool:
+    """cpu: the one CPU the server runs on (the bench's choice), or any."""
+    anywhere = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})      # the server inherits it, this process gets it back
+    try:
+        proc = subprocess.Popen(["valgrind", "--tool=memcheck", "--leak-check=full",
+                                 "--show-leak-kinds=all", f"--log-file={log}", server, "--port",
+                                 "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    finally:
+        os.sched_setaffinity(0, anywhere)
     port = int(proc.stdout.readline().decode().rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(b"hello\n")
