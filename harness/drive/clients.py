@@ -383,7 +383,7 @@ class Player:
         stops reading has bytes unread.)"""
         if not tcp_state(conn.sock).shut or not _unread(conn.sock):
             return False
-        queues = kernel_queues(self.port, conn.client_port, ":" in self.host)
+        queues = self._server_queues(conn)
         return queues is not None and queues[1] == 0
 
     def _unstick(self, conn: Conn) -> None:
@@ -399,12 +399,16 @@ class Player:
         conn.standstills += 1
         conn.read_to_move += len(chunk)
 
+    def _server_queues(self, conn: Conn) -> tuple[int, int] | None:
+        """kernel_queues of the server's socket of this connection."""
+        return kernel_queues(self.port, conn.client_port, ":" in self.host)
+
     def _stall_state(self, conn: Conn) -> str:
         """What the kernel says of a send that stopped: the client's TCP
         state, and what the server's socket holds unread (0 with a shut
         window: the server read all it got, and TCP has not told the
         client its window opened)."""
-        queues = kernel_queues(self.port, conn.client_port, ":" in self.host)
+        queues = self._server_queues(conn)
         unread = "the server's socket is gone" if queues is None else \
             f"server unread {queues[1]}"
         return f"{tcp_state(conn.sock).shown()}, {unread}"
@@ -524,7 +528,6 @@ class Player:
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, step.get("rcvbuf"))
 
     def _do_wait_read(self, step: Step) -> None:
-        v6 = ":" in self.host
         for conn in self._targets(step):
             deadline = Deadline(self._timeout(step))
             want = step.get("min_queued")
@@ -533,7 +536,7 @@ class Player:
             while True:
                 outq = struct.unpack("i", fcntl.ioctl(conn.sock, SIOCOUTQ, b"\0" * 4))[0]
                 inq = struct.unpack("i", fcntl.ioctl(conn.sock, SIOCINQ, b"\0" * 4))[0]
-                queues = kernel_queues(self.port, conn.client_port, v6)
+                queues = self._server_queues(conn)
                 if queues is None:
                     raise StepFailed(f"{conn.name}: the server's socket is gone (closed)")
                 tx, rx = queues

@@ -571,13 +571,9 @@ class _LogParser:
                 self.one_by_one([text])
                 continue
             self.one_by_one([text[:nl + 1]])        # it may start another process
-            if text[-1] == "\n":
-                if self.in_text(text, nl):
-                    continue
-                lines = text[nl + 1:-1].split("\n")
-            else:
-                lines = text[nl + 1:].split("\n")
-            self.one_by_one(lines)
+            whole = text[-1] == "\n"
+            if not (whole and self.in_text(text, nl)):
+                self.one_by_one(text[nl + 1:len(text) - whole].split("\n"))   # (last newline off)
 
     def in_bulk(self, lines: list[str]) -> bool:
         """A batch of lines, in bulk (in_text) if each is a whole line, all
