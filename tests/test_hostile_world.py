@@ -364,6 +364,15 @@ def _keeper_of(harness_pid: int) -> int | None:
     return None
 
 
+def test_setpriv_is_known_by_its_usage_text(tmp_path) -> None:
+    """The setpriv path needs util-linux 2.33+ (--pdeathsig): told from the
+    program's own usage text, read, not run."""
+    from harness.drive import keeper
+    assert keeper.sets_pdeathsig("/usr/bin/setpriv")    # Debian 12: util-linux 2.38
+    assert not keeper.sets_pdeathsig("/bin/true")
+    assert not keeper.sets_pdeathsig(str(tmp_path / "missing"))
+
+
 KEEPER_PATHS = pytest.mark.parametrize("spawn", ["setpriv", "fork"])
 
 

@@ -67,9 +67,22 @@ def setpriv() -> str | None:
                   if os.access(p, os.X_OK)), None)
     if found is None:
         return None
+    return found if sets_pdeathsig(found) else None
+
+
+def sets_pdeathsig(program: str) -> bool:
+    """Whether this setpriv has --pdeathsig.  Its usage text names every
+    option: reading the program (80 KB, 0.4 ms) spares every command the
+    spawn of `setpriv --help` (4 ms), which is asked only where the program
+    cannot be read (execute-only)."""
+    try:
+        with open(program, "rb") as f:
+            return b"--pdeathsig" in f.read(8 << 20)
+    except OSError:
+        pass
     try:
         r, w = os.pipe2(os.O_CLOEXEC)
-        pid = os.posix_spawn(found, [found, "--help"], {"LC_ALL": "C"},
+        pid = os.posix_spawn(program, [program, "--help"], {"LC_ALL": "C"},
                              file_actions=[(os.POSIX_SPAWN_DUP2, w, 1),
                                            (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
         os.close(w)
@@ -79,8 +92,8 @@ def setpriv() -> str | None:
         os.close(r)
         os.waitpid(pid, 0)
     except OSError:
-        return None
-    return found if b"--pdeathsig" in out else None
+        return False
+    return b"--pdeathsig" in out
 
 
 def exec_problem(name: str, env: dict[str, str]) -> OSError | None:

@@ -6,7 +6,7 @@ Two harness runs must never share a run folder, and two cases must never
 use one fixed port at once: both are claimed with a NameLock."""
 from __future__ import annotations
 
-import hashlib
+import os
 import socket
 import time
 
@@ -17,8 +17,9 @@ PREFIX = "\0leak-harness/"
 
 class NameLock:
     def __init__(self, name: str) -> None:
-        if len(PREFIX) + len(name) > 100:
-            name = hashlib.sha1(name.encode()).hexdigest()
+        if len(os.fsencode(PREFIX + name)) > 100:     # a socket name holds 107 bytes
+            import hashlib      # only here: OpenSSL's import costs every command 7 ms
+            name = hashlib.sha1(os.fsencode(name)).hexdigest()
         self.name = name
         self._sock: socket.socket | None = None
 
@@ -53,8 +54,9 @@ class NameLock:
 
 
 def dir_lock(path) -> NameLock:
+    """The folder's whole path is the name (a long one is hashed)."""
     from pathlib import Path
-    return NameLock("dir/" + hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest())
+    return NameLock("dir/" + str(Path(path).resolve()))
 
 
 def port_lock(port: int) -> NameLock:
