@@ -11,17 +11,29 @@ import sys
 import time
 
 
+class on_cpu:
+    """What this process starts meanwhile runs on `cpu` only (None: where it
+    would anyway); this process gets its CPUs back after.  (The bench uses
+    it too; a class, not contextlib, to keep this script's imports few.)"""
+
+    def __init__(self, cpu: int | None) -> None:
+        self.cpu = cpu
+
+    def __enter__(self) -> None:
+        self.anywhere = os.sched_getaffinity(0)
+        if self.cpu is not None:
+            os.sched_setaffinity(0, {self.cpu})
+
+    def __exit__(self, *exc) -> None:
+        os.sched_setaffinity(0, self.anywhere)
+
+
 def minimal_case(server: str, log: str, cpu: int | None = None) -> bool:
     """cpu: the one CPU the server runs on (the bench's choice), or any."""
-    anywhere = os.sched_getaffinity(0)
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})      # the server inherits it, this process gets it back
-    try:
+    with on_cpu(cpu):
         proc = subprocess.Popen(["valgrind", "--tool=memcheck", "--leak-check=full",
                                  "--show-leak-kinds=all", f"--log-file={log}", server, "--port",
                                  "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    finally:
-        os.sched_setaffinity(0, anywhere)
     port = int(proc.stdout.readline().decode().rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(b"hello\n")

@@ -21,7 +21,6 @@ only those; the report then has only their figures.
 from __future__ import annotations
 
 import compileall
-import contextlib
 import json
 import os
 import statistics
@@ -45,7 +44,7 @@ from harness.drive.launch import Target  # noqa: E402
 from harness.options import RunOptions  # noqa: E402
 from harness.runner import run_case  # noqa: E402
 from harness.drive.scenario import DEFAULT  # noqa: E402
-from minimal import minimal_case  # noqa: E402
+from minimal import minimal_case, on_cpu  # noqa: E402
 
 ECHO = ROOT / "build" / "servers" / "echo" / "echo"
 LOGSTORM = ROOT / "build" / "progs" / "logstorm"
@@ -60,17 +59,6 @@ def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-@contextlib.contextmanager
-def on_cpu(cpu: int):
-    """What this process starts meanwhile runs on `cpu` only."""
-    anywhere = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, anywhere)
 
 
 def per_case(out: Path) -> dict:
@@ -101,15 +89,16 @@ def per_case(out: Path) -> dict:
             cli_t.append(timed(lambda: subprocess.run(
                 [sys.executable, "-m", "harness", "run", "echo", "--out", str(out / f"cli-{i}")],
                 cwd=ROOT, check=True, stdout=subprocess.DEVNULL)))
-            said = []
-            script_t.append(timed(lambda: said.append(subprocess.run(
-                [sys.executable, str(ROOT / "bench" / "minimal.py"), str(ECHO),
-                 str(out / f"s-{i}.log")], check=True, capture_output=True, text=True).stdout)))
+            t0 = time.perf_counter()
+            said = subprocess.run([sys.executable, str(ROOT / "bench" / "minimal.py"), str(ECHO),
+                                   str(out / f"s-{i}.log")], check=True, capture_output=True,
+                                  text=True).stdout
+            script_t.append(time.perf_counter() - t0)
         # The case inside each command: the run's own `seconds` (result.json),
         # the script's own timing; the rest is the interpreter and its imports.
         result = next((out / f"cli-{i}").glob("*/result.json"))
         cli_case.append(json.loads(result.read_text())["seconds"])
-        script_case.append(float(said[0].split()[1]))
+        script_case.append(float(said.split()[1]))
     launch.kill_all()
     h, m = statistics.median(harness_t), statistics.median(minimal_t)
     c, s = statistics.median(cli_t), statistics.median(script_t)
