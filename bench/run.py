@@ -39,7 +39,7 @@ from harness.tools import throughput as loadbench  # noqa: E402
 import parsebench  # noqa: E402
 from biglogs import repeat_records, repeat_xml_errors  # noqa: E402
 from harness.matrix import project_cases, run_cases  # noqa: E402
-from harness.drive import launch  # noqa: E402
+from harness.drive import keeper, launch  # noqa: E402
 from harness.drive.launch import Target  # noqa: E402
 from harness.options import RunOptions  # noqa: E402
 from harness.runner import run_case  # noqa: E402
@@ -70,12 +70,20 @@ def per_case(out: Path) -> dict:
     script's alike; the drivers run anywhere.  This machine's two cores
     differ by up to 1.5x: unpinned, a case took about 0.60 s or 0.80 s
     depending on where valgrind landed, for both, and a median of 20 moved
-    by several percent with that draw.  The harness's servers come from its
-    fork server, so the fork server is forked here on that CPU, by a first
-    case not counted, and let go at the end (a later section's servers run
-    anywhere).  The commands run whole on that CPU, both."""
+    by several percent with that draw.  The harness's native keeper (and so
+    its server) is spawned pinned, as minimal_case's Popen is; a first case,
+    not counted, builds it if this machine has none yet (where it has no C
+    compiler, that case forks the Python keepers' fork server, pinned).  The
+    commands run whole on that CPU, both."""
     target = Target(argv=[str(ECHO), "--port", "0"], name="echo")
     harness_t, minimal_t, cli_t, script_t, cli_case, script_case = [], [], [], [], [], []
+    spawn = keeper.spawn_native
+
+    def pinned(*args, **kw):
+        with on_cpu(parsebench.CPU):
+            return spawn(*args, **kw)
+
+    keeper.spawn_native = pinned
     launch.kill_all()                       # no fork server from before
     with on_cpu(parsebench.CPU):
         run_case(target, DEFAULT, out / "first", RunOptions(require_exit_zero=True))
@@ -99,6 +107,7 @@ def per_case(out: Path) -> dict:
         result = next((out / f"cli-{i}").glob("*/result.json"))
         cli_case.append(json.loads(result.read_text())["seconds"])
         script_case.append(float(said.split()[1]))
+    keeper.spawn_native = spawn
     launch.kill_all()
     h, m = statistics.median(harness_t), statistics.median(minimal_t)
     c, s = statistics.median(cli_t), statistics.median(script_t)
@@ -108,7 +117,8 @@ def per_case(out: Path) -> dict:
     # fall in two different states (once -5.8 %, where the pairs said +1.0 %).
     ratio = statistics.median(a / b for a, b in zip(harness_t, minimal_t))
     cli_ratio = statistics.median(a / b for a, b in zip(cli_t, script_t))
-    return {"cpu": parsebench.CPU, "harness_s": h, "minimal_s": m, "overhead_pct": (ratio - 1) * 100,
+    return {"cpu": parsebench.CPU, "keeper": "native" if keeper.native() else "Python",
+            "harness_s": h, "minimal_s": m, "overhead_pct": (ratio - 1) * 100,
             "medians_pct": (h / m - 1) * 100,
             "cli_s": c, "script_s": s, "cli_overhead_pct": (cli_ratio - 1) * 100,
             "cli_medians_pct": (c / s - 1) * 100,
@@ -233,8 +243,8 @@ def ok(good: bool) -> str:
 def case_rows(case: dict) -> list[str]:
     return [
         f"| one case in-process, harness `run_case` (start, connect/send/read/close, stop, parse, "
-        f"judge, result.json); every server of this section on CPU {case['cpu']}, the harness's "
-        f"and the script's alike | {case['harness_s']:.3f} s | | |",
+        f"judge, result.json; the {case['keeper']} keeper); every server of this section on CPU "
+        f"{case['cpu']}, the harness's and the script's alike | {case['harness_s']:.3f} s | | |",
         f"| one case in-process, `minimal_case` in bench/minimal.py doing the same by hand | "
         f"{case['minimal_s']:.3f} s | | |",
         f"| per-case overhead of the harness: the median of the {len(case['harness_all'])} pairs' "
@@ -245,7 +255,7 @@ def case_rows(case: dict) -> list[str]:
         f"medians {case['cli_s']:.3f} s vs {case['script_s']:.3f} s; the pairs' ratios "
         f"{case['cli_overhead_pct']:+.1f} % | at most 1.0x | {ok(case['cli_overhead_pct'] <= 0)} |",
         f"| ... of which the case inside the command (the run's `seconds` in result.json; the "
-        f"script's own timing; the harness's includes forking its fork server and first keeper) "
+        f"script's own timing) "
         f"| {case['cli_case_s']:.3f} s vs {case['script_case_s']:.3f} s | | |",
         f"| ... and the rest: the interpreter, its imports, the report | "
         f"{case['cli_s'] - case['cli_case_s']:.3f} s vs {case['script_s'] - case['script_case_s']:.3f} s"

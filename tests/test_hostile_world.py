@@ -314,8 +314,20 @@ def test_a_fixed_port_already_taken_is_refused(toy, tmp_path) -> None:
 
 
 # -- every process ends with the harness ----------------------------------------------
-def test_a_daemon_is_caught_and_refused(toy, tmp_path) -> None:
-    proc = harness("run", "--cmd", f"{toy} daemon {{port}}", "--out", str(tmp_path), "--json", "-")
+KEEPER_PATHS = pytest.mark.parametrize("spawn", ["native", "setpriv", "fork"])
+
+
+def keeper_env(spawn: str) -> dict:
+    """native: keeper.c, spawned by the harness; setpriv and fork: the
+    Python keeper, from the fork server, starting the server either way."""
+    return dict(os.environ, LEAK_HARNESS_KEEPER="native" if spawn == "native" else "python",
+                LEAK_HARNESS_KEEPER_FORK="1" if spawn == "fork" else "0")
+
+
+@KEEPER_PATHS
+def test_a_daemon_is_caught_and_refused(toy, tmp_path, spawn) -> None:
+    proc = harness("run", "--cmd", f"{toy} daemon {{port}}", "--out", str(tmp_path), "--json", "-",
+                   env=keeper_env(spawn))
     data = json.loads(proc.stdout)
     assert (proc.returncode, data["verdict"]) == (3, "unresolved"), data["reasons"]
     assert any("the server daemonized" in r and "daemon off;" in r for r in data["reasons"])
@@ -335,10 +347,11 @@ def test_a_daemon_followed_is_judged_with_every_process(toy, tmp_path) -> None:
     assert_nothing_left(str(toy))
 
 
-def test_the_harness_killed_takes_its_servers_with_it(toy, tmp_path) -> None:
+@KEEPER_PATHS
+def test_the_harness_killed_takes_its_servers_with_it(toy, tmp_path, spawn) -> None:
     slow = scenario(tmp_path, "slow.toml", SLOW)
     proc = start_harness("run", "--cmd", f"{toy} fork {{port}}", "--scenario", str(slow),
-                         "--out", str(tmp_path))
+                         "--out", str(tmp_path), env=keeper_env(spawn))
     seen = wait_for(lambda: len(matching(str(toy), True)) >= 2 and matching(str(toy), True), 60,
                     "the server and its child")
     proc.kill()
@@ -348,7 +361,8 @@ def test_the_harness_killed_takes_its_servers_with_it(toy, tmp_path) -> None:
 
 
 def _keeper_of(harness_pid: int) -> int | None:
-    """The keeper of the harness's server: a child of its fork server."""
+    """The keeper of the harness's server: the harness's child (native) or
+    its fork server's."""
     parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -359,7 +373,8 @@ def _keeper_of(harness_pid: int) -> int | None:
                 continue
             parents[int(entry.name)] = (comm, int(stat[stat.rfind(b")") + 2:].split()[1]))
     for pid, (comm, ppid) in parents.items():
-        if comm == "leak-keeper" and parents.get(ppid) == ("leak-forkserver", harness_pid):
+        if comm == "leak-keeper" and (ppid == harness_pid or
+                                      parents.get(ppid) == ("leak-forkserver", harness_pid)):
             return pid
     return None
 
@@ -371,13 +386,6 @@ def test_setpriv_is_known_by_its_usage_text(tmp_path) -> None:
     assert keeper.sets_pdeathsig("/usr/bin/setpriv")    # Debian 12: util-linux 2.38
     assert not keeper.sets_pdeathsig("/bin/true")
     assert not keeper.sets_pdeathsig(str(tmp_path / "missing"))
-
-
-KEEPER_PATHS = pytest.mark.parametrize("spawn", ["setpriv", "fork"])
-
-
-def keeper_env(spawn: str) -> dict:
-    return dict(os.environ, LEAK_HARNESS_KEEPER_FORK="1" if spawn == "fork" else "0")
 
 
 @KEEPER_PATHS
@@ -421,8 +429,8 @@ def test_the_server_starts_with_default_signal_dispositions(tmp_path, spawn) -> 
 # A process that runs several servers, natively.  Each server writes the
 # /proc/PID/stat line of its parent (its keeper: setpriv execs the server in
 # place) before it starts; after each case the process prints the verdict,
-# that line's pid, name and parent, and the PID of its fork server.  Then it
-# waits for a line on stdin, or is killed.
+# that line's pid, name and parent, the PID of its fork server (0: none) and
+# its session.  Then it waits for a line on stdin, or is killed.
 FORK_SCRIPT = """
 import os, sys
 from pathlib import Path
@@ -436,31 +444,32 @@ target = Target(argv=["sh", "-c", "cat /proc/$PPID/stat; exec {toy} echo {{port}
                 port_mode="substitute")
 for i in range({cases}):
     if i == {kill_before}:
-        os.kill(launch._fork_server.proc[0], 9)
+        os.kill(launch._fork_server.pid(), 9)
     run = run_case(target, load_scenario(Path({scenario!r})), Path({out!r}) / str(i),
                    RunOptions(detector="asan"))
     stat = (run.run_dir / "stdout.txt").read_text().splitlines()[0]
     pid, rest = stat.split(" (", 1)
     name, fields = rest.rsplit(") ", 1)
-    print(run.verdict.label, pid, name, fields.split()[1], launch._fork_server.proc[0],
-          flush=True)
+    print(run.verdict.label, pid, name, fields.split()[1], launch._fork_server.pid() or 0,
+          fields.split()[3], flush=True)
 sys.stdin.readline()
 """
 
 
-def several_servers(toy: Path, tmp_path: Path, cases: int, kill_before: int = -1):
+def several_servers(toy: Path, tmp_path: Path, cases: int, kill_before: int = -1,
+                    spawn: str = "setpriv"):
     echo = scenario(tmp_path, "echo.toml", ECHO.replace("{line}", "hello"))
     code = FORK_SCRIPT.format(root=str(ROOT), toy=str(toy), cases=cases, scenario=str(echo),
                               out=str(tmp_path / "runs"), kill_before=kill_before)
     proc = subprocess.Popen([PYTHON, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=keeper_env(spawn))
     rows = []
     for _ in range(cases):
         line = proc.stdout.readline()
         if not line:
             raise AssertionError(f"the script stopped: {proc.communicate(timeout=30)[1]}")
-        verdict, keeper, name, parent, fork_server = line.split()
-        rows.append((verdict, int(keeper), name, int(parent), int(fork_server)))
+        verdict, keeper, name, parent, fork_server, session = line.split()
+        rows.append((verdict, int(keeper), name, int(parent), int(fork_server), int(session)))
     return proc, rows
 
 
@@ -490,6 +499,93 @@ def test_one_fork_server_forks_every_keeper_and_ends_with_the_harness(toy, tmp_p
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_the_harness_spawns_each_native_keeper_and_reaps_it(toy, tmp_path) -> None:
+    """Natively, no fork server: each keeper is the harness's own child, in
+    a session of its own, and reaped when its server ends (no zombie)."""
+    proc, rows = several_servers(toy, tmp_path, 3, spawn="native")
+    try:
+        assert [r[0] for r in rows] == ["clean"] * 3
+        assert {r[2] for r in rows} == {"leak-keeper"}
+        assert len({r[1] for r in rows}) == 3
+        assert {r[3] for r in rows} == {proc.pid} and {r[4] for r in rows} == {0}
+        assert all(r[5] == r[1] for r in rows)     # each its own session's leader
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert children == []
+        proc.communicate("\n", timeout=60)
+        assert proc.returncode == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_the_native_keeper_is_built_once_into_the_cache(toy, tmp_path) -> None:
+    """keeper.c is compiled at a machine's first run, into the user's cache
+    folder, under a name that changes with its source; the next run uses it.
+    A file there that cannot be run costs a run nothing."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), LEAK_HARNESS_KEEPER="native",
+               LEAK_HARNESS_KEEPER_FORK="0")
+    for i in range(2):
+        out = harness("run", "--cmd", f"{toy} echo {{port}}", "--detector", "asan", "--out",
+                      str(tmp_path / str(i)), "--json", "-", env=env)
+        assert json.loads(out.stdout)["verdict"] == "clean", out.stderr
+        folders = list((tmp_path / "cache" / "leak-harness").iterdir())
+        assert len(folders) == 1 and re.fullmatch(r"keeper-\w+-[0-9a-f]{8}", folders[0].name)
+        assert [p.name for p in folders[0].iterdir()] == ["leak-keeper"]
+        built = folders[0] / "leak-keeper"
+        assert os.access(built, os.X_OK)
+        if i == 0:
+            first = built.stat().st_mtime_ns
+    assert built.stat().st_mtime_ns == first
+    # One that cannot be run (here: not a program): the Python keeper serves.
+    built.write_bytes(b"not a program")
+    out = harness("run", "--cmd", f"{toy} echo {{port}}", "--detector", "asan", "--out",
+                  str(tmp_path / "2"), "--json", "-", env=env)
+    assert json.loads(out.stdout)["verdict"] == "clean", out.stderr
+
+
+def test_without_a_cache_folder_the_python_keeper_serves(toy, tmp_path) -> None:
+    """Where keeper.c cannot be built (here: the cache folder is a file),
+    the Python keeper, from the fork server, keeps the server all the same."""
+    (tmp_path / "cache").write_text("not a folder")
+    slow = scenario(tmp_path, "slow.toml", SLOW)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), LEAK_HARNESS_KEEPER="native",
+               LEAK_HARNESS_KEEPER_FORK="0")
+    proc = start_harness("run", "--cmd", f"{toy} echo {{port}}", "--scenario", str(slow),
+                         "--out", str(tmp_path), "--json", "-", env=env)
+    try:
+        seen = up(tmp_path, toy)
+        keeper = wait_for(lambda: _keeper_of(proc.pid), 30, "the keeper")
+        parent = int(Path(f"/proc/{keeper}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert Path(f"/proc/{parent}/comm").read_text().strip() == "leak-forkserver"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert_nothing_left(str(toy), seen)
+
+
+@KEEPER_PATHS
+def test_the_server_inherits_no_descriptor_of_the_harness(tmp_path, spawn) -> None:
+    """A descriptor the harness was given open (a make jobserver's pipe)
+    never reaches the server: it has its stdin, stdout and stderr only."""
+    token = f"{40 + uuid.uuid4().int % 1000 / 1000:.3f}"
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    try:
+        proc = start_harness("run", "--cmd", f"sleep {token} {{port}}", "--detector", "asan",
+                             "--out", str(tmp_path), env=keeper_env(spawn), pass_fds=(w,))
+    finally:
+        os.close(w)
+        os.close(r)
+    try:
+        pid = next(iter(wait_for(lambda: matching(f"sleep {token}", True), 30, "the server")))
+        fds = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        assert sorted(fds) == ["0", "1", "2"], (fds, Path(f"/proc/{pid}/comm").read_text())
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert_nothing_left(f"sleep {token}")
 
 
 def test_the_fork_server_ends_when_the_harness_is_killed(toy, tmp_path) -> None:

@@ -61,6 +61,14 @@ def test_the_command_is_installed(venv) -> None:
         [f"protocols/{p.stem}" for p in (ROOT / "scenarios" / "protocols").glob("*.toml")]
     assert names == sorted(shipped)
     assert not any("INVALID" in line for line in listed)
+    # The native keeper's source comes along, and is built from there.
+    cache = venv[1] / "cache"
+    built = subprocess.run([str(venv[0] / "bin" / "python"), "-c",
+                            "from harness.drive import keeper; print(keeper.native())"],
+                           cwd=venv[1], env=dict(venv[2], XDG_CACHE_HOME=str(cache)),
+                           capture_output=True, text=True, timeout=300)
+    assert built.stdout.strip().startswith(str(cache / "leak-harness" / "keeper-")), built
+    assert built.stdout.strip().endswith("/leak-keeper"), built
 
 
 def test_a_gate_from_outside_the_repository(venv, echo_server: Path, toy_server: Path) -> None:

@@ -1,10 +1,15 @@
 """The keeper: one small process between the harness and each server.
 
-It is forked by the fork server (`fork_server()`): a process the harness
-forks once, at its first server, that waits on a socket for jobs, one
-message each (SCM_RIGHTS: the server's stdin, stdout and stderr, CTL and
-STATUS; then argv, environment and folder as JSON), forks a keeper for each
-and answers with its PID.  The harness itself then never forks again: a fork
+Two implementations say the same lines on the same pipes (below).  The
+native one, keeper.c, is compiled once per machine (`native()`) and started
+by the harness with posix_spawn(); this module's is the fallback where no C
+compiler is found, and the reference the C one follows.
+
+This module's keeper is forked by the fork server (`fork_server()`): a
+process the harness forks once, at its first server, that waits on a socket
+for jobs, one message each (SCM_RIGHTS: the server's stdin, stdout and
+stderr, CTL and STATUS; then argv, environment and folder as JSON), forks a
+keeper for each and answers with its PID.  The harness itself then never forks again: a fork
 of the harness costs it about 8 ms before the child runs a line, and every
 page it writes afterwards is copied once more (850 page faults per case),
 all while valgrind boots on the other core.  No new interpreter is started
@@ -35,8 +40,10 @@ the tree, reaps them and exits.
 """
 from __future__ import annotations
 
+import binascii
 import ctypes
 import errno
+import fcntl
 import functools
 import gc
 import json
@@ -46,6 +53,7 @@ import signal
 import socket
 import stat
 import time
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -68,6 +76,71 @@ def setpriv() -> str | None:
     if found is None:
         return None
     return found if sets_pdeathsig(found) else None
+
+
+SOURCE = Path(__file__).with_name("keeper.c")
+COMPILERS = ("cc", "gcc", "clang")
+
+
+def native() -> str | None:
+    """The native keeper's program, or None (see _native)."""
+    return None if _native_unusable else _native()
+
+
+def native_unusable() -> None:
+    """The native keeper could not be spawned: use the Python one from now on."""
+    global _native_unusable
+    _native_unusable = True
+
+
+_native_unusable = False
+
+
+@functools.cache
+def _native() -> str | None:
+    """The native keeper (keeper.c), compiled once per machine into the
+    user's cache folder, in a folder named after its source; None where it
+    cannot be (no C compiler, no cache folder, or LEAK_HARNESS_KEEPER=python):
+    then every keeper is this module's, forked by the fork server."""
+    if os.environ.get("LEAK_HARNESS_KEEPER", "native") == "python" \
+            or os.environ.get("LEAK_HARNESS_KEEPER_FORK") == "1":
+        return None
+    try:
+        source = SOURCE.read_bytes()
+        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        # A folder per source, the program named as the process table names
+        # it from its exec on (/proc/PID/comm).
+        folder = os.path.join(home, "leak-harness",
+                              f"keeper-{os.uname().machine}-{binascii.crc32(source):08x}")
+        exe = os.path.join(folder, NAME.decode())
+        if os.access(exe, os.X_OK):
+            return exe
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return _compile(exe)
+
+
+def _compile(exe: str) -> str | None:
+    """Build keeper.c into `exe` (through a file of this process's own, so
+    that concurrent harnesses never run a half-written one)."""
+    import subprocess       # only on a machine's first run
+    part = f"{exe}.{os.getpid()}.part"
+    for cc in COMPILERS:
+        try:
+            built = subprocess.run([cc, "-O2", "-Wall", "-o", part, str(SOURCE)],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, timeout=120).returncode == 0
+            if built:
+                os.replace(part, exe)
+                return exe
+        except (OSError, subprocess.SubprocessError):
+            pass
+        try:
+            os.unlink(part)
+        except OSError:
+            pass
+    return None
 
 
 def sets_pdeathsig(program: str) -> bool:
@@ -341,6 +414,23 @@ def hand(sock: socket.socket, fds: list[int], argv: list[str], env: dict[str, st
     socket.send_fds(sock, [len(payload).to_bytes(_HEADER, "little")], fds)
     sock.sendall(payload)
     return _pid_of(sock)
+
+
+def spawn_native(exe: str, fds: list[int], argv: list[str], env: dict[str, str],
+                 cwd: str | None) -> int:
+    """The harness's side for the native keeper: posix_spawn() it (no copy of
+    the harness's memory) with the five descriptors of `hand` at 0 to 4.
+    They are copied above 9 first: the copies to 0-4 are made in order, and
+    one must not overwrite a descriptor still to be copied.  Returns its PID,
+    a child of this process, which reaps it."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
+    try:
+        return os.posix_spawn(exe, [exe, cwd or "", *argv], env,
+                              file_actions=[(os.POSIX_SPAWN_DUP2, fd, target)
+                                            for target, fd in enumerate(high)])
+    finally:
+        for fd in high:
+            os.close(fd)
 
 
 def _pid_of(sock: socket.socket) -> int:

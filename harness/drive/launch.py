@@ -1,16 +1,16 @@
 """Start a TCP server under valgrind, wait until it listens, stop it, and end
 every process it started.
 
-Each server runs under a keeper (drive/keeper.py), a small process of its
-own session that is a child subreaper: whatever the server forks, a daemon
-that calls setsid() included, stays below it.  The keeper's control pipe is
-held by this process only; when the harness exits or dies (SIGKILL
-included) the pipe reads end-of-file and the keeper kills the whole tree.
-The server gets a clean environment (no VALGRIND_OPTS), default signal
-dispositions, valgrind's text log in its run folder (with the gdbserver's
-FIFOs: --vgdb-prefix), stderr to a file and stdout through a pipe that a
-thread drains into a file (so it never blocks on output nobody reads, and
-the readiness line is an event).
+Each server runs under a keeper (drive/keeper.c, or drive/keeper.py where
+no C compiler is found), a small process of its own session that is a child
+subreaper: whatever the server forks, a daemon that calls setsid() included,
+stays below it.  The keeper's control pipe is held by this process only;
+when the harness exits or dies (SIGKILL included) the pipe reads
+end-of-file and the keeper kills the whole tree.  The server gets a clean
+environment (no VALGRIND_OPTS), default signal dispositions, valgrind's text
+log in its run folder (with the gdbserver's FIFOs: --vgdb-prefix), stderr to
+a file and stdout through a pipe that a thread drains into a file (so it
+never blocks on output nobody reads, and the readiness line is an event).
 
 Readiness never touches the server: a readiness line, or a socket in LISTEN
 state on the expected port held by the server's process tree.
@@ -174,21 +174,26 @@ class _ForkServer:
 
 
 def _reap(pid: int, seconds: float) -> None:
-    """Wait for a child (the fork server, let go) to exit, up to `seconds`;
-    then kill it."""
+    """Wait for a child (the fork server, let go, or a native keeper) to
+    exit, up to `seconds`; then kill it.  A child some other code of this
+    process reaped already (a waitpid(-1) in a user's pytest plugin) is left
+    alone: its PID may be another process's now, so it is killed only
+    through its pidfd."""
     try:
         fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return                  # gone, and reaped: nothing to wait for
     except OSError:
-        fd = None
+        fd = None               # no pidfd here (Linux before 5.3)
     try:
         if fd is not None:
             ready, _, _ = select.select([fd], [], [], seconds)
             if not ready:
-                _sigkill(pid)
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
         else:
             _sigkill(pid)
         os.waitpid(pid, 0)
-    except ChildProcessError:
+    except (ChildProcessError, ProcessLookupError):
         pass
     finally:
         if fd is not None:
@@ -385,6 +390,7 @@ class Server:
         self.listener_pid: int | None = None
         self.killed_after_exit = 0              # processes still there when the first one ended
         self._keeper_pid: int | None = None
+        self._keeper_child = False              # the native keeper: ours to reap
         self._ctl: int | None = None
         self._status: int | None = None
         self._pending = b""
@@ -510,8 +516,10 @@ class Server:
             ctl_r, self._ctl = os.pipe()
             self._status, st_w = os.pipe()
             try:
-                self._keeper_pid = _fork_server.hand([null, out_w, err, ctl_r, st_w], argv, env,
-                                                     self.target.cwd)
+                fds = [null, out_w, err, ctl_r, st_w]
+                self._keeper_pid = self._spawn_native(fds, argv, env)
+                if self._keeper_pid is None:
+                    self._keeper_pid = _fork_server.hand(fds, argv, env, self.target.cwd)
                 return out_r
             except OSError as exc:
                 os.close(out_r)
@@ -526,6 +534,21 @@ class Server:
                 for fd in (ctl_r, st_w, out_w):
                     os.close(fd)
         raise AssertionError("unreachable")
+
+    def _spawn_native(self, fds: list[int], argv: list[str], env: dict[str, str]) -> int | None:
+        """The native keeper's PID, or None where there is none (then the
+        fork server's).  One that cannot be run (its file removed, a cache
+        folder on a noexec mount) is not tried again by this process."""
+        exe = keeper.native()
+        if exe is None:
+            return None
+        try:
+            pid = keeper.spawn_native(exe, fds, argv, env, self.target.cwd)
+        except OSError:
+            keeper.native_unusable()
+            return None
+        self._keeper_child = True
+        return pid
 
     # -- the keeper's reports ------------------------------------------------
     def _events(self, timeout: float) -> str | None:
@@ -778,8 +801,8 @@ class Server:
 
     def _wait_keeper(self, seconds: float) -> None:
         """Wait for the keeper's end: its status pipe reads end-of-file when
-        it exits (the fork server, its parent, reaps it); past the deadline
-        it is killed with its group."""
+        it exits (a native keeper is reaped here, a Python one by its fork
+        server); past the deadline it is killed with its group."""
         if self._keeper_pid is None:
             return
         deadline = Deadline(seconds)
@@ -790,6 +813,9 @@ class Server:
                 os.killpg(self._keeper_pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        if self._keeper_child:
+            _reap(self._keeper_pid, KEEPER_SECONDS)
+            self._keeper_child = False
         self._keeper_pid = None
 
     def _forget(self) -> None:
