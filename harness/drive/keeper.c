@@ -252,7 +252,7 @@ int main(int argc, char **argv) {
   prctl(PR_SET_NAME, "leak-keeper", 0, 0, 0); /* (its file's name already) */
   fcntl(CTL, F_SETFD, FD_CLOEXEC);
   fcntl(STATUS, F_SETFD, FD_CLOEXEC);
-  setsid();
+  setsid(); /* (the harness's posix_spawn made it a session's leader already) */
   for (size_t i = 0; i < sizeof deaf / sizeof deaf[0]; i++) signal(deaf[i], SIG_IGN);
   sigset_t chld;
   sigemptyset(&chld);

@@ -419,13 +419,15 @@ def hand(sock: socket.socket, fds: list[int], argv: list[str], env: dict[str, st
 def spawn_native(exe: str, fds: list[int], argv: list[str], env: dict[str, str],
                  cwd: str | None) -> int:
     """The harness's side for the native keeper: posix_spawn() it (no copy of
-    the harness's memory) with the five descriptors of `hand` at 0 to 4.
-    They are copied above 9 first: the copies to 0-4 are made in order, and
-    one must not overwrite a descriptor still to be copied.  Returns its PID,
-    a child of this process, which reaps it."""
+    the harness's memory) with the five descriptors of `hand` at 0 to 4, in
+    a session of its own from its first instruction (a Ctrl-C on the
+    terminal never reaches it).  The descriptors are copied above 9 first:
+    the copies to 0-4 are made in order, and one must not overwrite a
+    descriptor still to be copied.  Returns its PID, a child of this
+    process, which reaps it."""
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
     try:
-        return os.posix_spawn(exe, [exe, cwd or "", *argv], env,
+        return os.posix_spawn(exe, [exe, cwd or "", *argv], env, setsid=True,
                               file_actions=[(os.POSIX_SPAWN_DUP2, fd, target)
                                             for target, fd in enumerate(high)])
     finally:
