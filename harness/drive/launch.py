@@ -173,18 +173,26 @@ class _ForkServer:
             return self.proc[0] if self.proc else None
 
 
-def _reap(pid: int, seconds: float) -> None:
-    """Wait for a child (the fork server, let go, or a native keeper) to
-    exit, up to `seconds`; then kill it.  A child some other code of this
-    process reaped already (a waitpid(-1) in a user's pytest plugin) is left
-    alone: its PID may be another process's now, so it is killed only
-    through its pidfd."""
+def _pidfd(pid: int) -> int | None:
     try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return                  # gone, and reaped: nothing to wait for
+        return os.pidfd_open(pid)
     except OSError:
-        fd = None               # no pidfd here (Linux before 5.3)
+        return None             # gone already, or no pidfd here (Linux before 5.3)
+
+
+def _reap(pid: int, seconds: float, fd: int | None = None) -> None:
+    """Wait for a child (the fork server, let go, or a native keeper) to
+    exit, up to `seconds`; then kill it.  `fd`: its pidfd, opened when it
+    was started (this function closes it).  Through a pidfd, a child that
+    other code of this process reaped already (a waitpid(-1) in a user's
+    pytest plugin) is never mistaken for the process that has its PID now."""
+    if fd is None:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return              # gone, and reaped: nothing to wait for
+        except OSError:
+            fd = None           # no pidfd here (Linux before 5.3)
     try:
         if fd is not None:
             ready, _, _ = select.select([fd], [], [], seconds)
@@ -391,6 +399,7 @@ class Server:
         self.killed_after_exit = 0              # processes still there when the first one ended
         self._keeper_pid: int | None = None
         self._keeper_child = False              # the native keeper: ours to reap
+        self._keeper_fd: int | None = None      # ... through its pidfd
         self._ctl: int | None = None
         self._status: int | None = None
         self._pending = b""
@@ -548,6 +557,7 @@ class Server:
             keeper.native_unusable()
             return None
         self._keeper_child = True
+        self._keeper_fd = _pidfd(pid)
         return pid
 
     # -- the keeper's reports ------------------------------------------------
@@ -814,8 +824,8 @@ class Server:
             except (ProcessLookupError, PermissionError):
                 pass
         if self._keeper_child:
-            _reap(self._keeper_pid, KEEPER_SECONDS)
-            self._keeper_child = False
+            _reap(self._keeper_pid, KEEPER_SECONDS, self._keeper_fd)
+            self._keeper_child, self._keeper_fd = False, None
         self._keeper_pid = None
 
     def _forget(self) -> None:
