@@ -48,7 +48,7 @@ static void say(const char *fmt, ...) {
   if (n > (int)sizeof line - 2) n = sizeof line - 2;
   line[n++] = '\n';
   /* A harness that is gone reads nothing: CTL will read end-of-file. */
-  if (write(STATUS, line, n) < 0) return;
+  if (write(STATUS, line, n) < 0) {}
 }
 
 static double now(void) {
@@ -65,9 +65,9 @@ static void exec_server(pid_t keeper, const char *cwd, char **argv, int err_w) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != keeper) _exit(127);
-  if ((cwd[0] == '\0' || chdir(cwd) == 0)) execvp(argv[0], argv);
+  if (cwd[0] == '\0' || chdir(cwd) == 0) execvp(argv[0], argv);
   int e = errno;
-  if (write(err_w, &e, sizeof e) < 0) _exit(127);
+  if (write(err_w, &e, sizeof e) < 0) {}
   _exit(127);
 }
 

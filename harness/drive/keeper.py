@@ -9,12 +9,12 @@ This module's keeper is forked by the fork server (`fork_server()`): a
 process the harness forks once, at its first server, that waits on a socket
 for jobs, one message each (SCM_RIGHTS: the server's stdin, stdout and
 stderr, CTL and STATUS; then argv, environment and folder as JSON), forks a
-keeper for each and answers with its PID.  The harness itself then never forks again: a fork
-of the harness costs it about 8 ms before the child runs a line, and every
-page it writes afterwards is copied once more (850 page faults per case),
-all while valgrind boots on the other core.  No new interpreter is started
-either (tens of milliseconds here).  A keeper touches nothing of the harness
-but the file descriptors it was given.
+keeper for each and answers with its PID.  The harness itself then never
+forks again: a fork of the harness costs it about 8 ms before the child runs
+a line, and every page it writes afterwards is copied once more (850 page
+faults per case), all while valgrind boots on the other core.  No new
+interpreter is started either (tens of milliseconds here).  A keeper touches
+nothing of the harness but the file descriptors it was given.
 
 A keeper makes itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER) in a
 session of its own, so whatever the server forks stays its descendant, even

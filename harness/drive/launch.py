@@ -133,7 +133,7 @@ class _ForkServer:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.proc: tuple[int, socket.socket] | None = None     # (pid, socket)
+        self.proc: tuple[int, socket.socket, int | None] | None = None     # (pid, socket, pidfd)
 
     def hand(self, fds: list[int], argv: list[str], env: dict[str, str], cwd: str | None) -> int:
         """A keeper with this job (keeper.hand); returns its PID."""
@@ -147,7 +147,7 @@ class _ForkServer:
                 raise
 
     @staticmethod
-    def _fork() -> tuple[int, socket.socket]:
+    def _fork() -> tuple[int, socket.socket, int | None]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.settimeout(KEEPER_SECONDS)
         keeper.setpriv()        # looked up here, once: every keeper inherits the answer
@@ -155,14 +155,14 @@ class _ForkServer:
         if pid == 0:            # the fork server: it never comes back here
             keeper.fork_server(theirs.fileno())
         theirs.close()
-        return pid, ours
+        return pid, ours, _pidfd(pid)
 
     def _drop(self) -> None:
         if self.proc is not None:
-            pid, sock = self.proc
+            pid, sock, fd = self.proc
             self.proc = None
             sock.close()
-            _reap(pid, KEEPER_SECONDS)
+            _reap(pid, KEEPER_SECONDS, fd)
 
     def drop(self) -> None:
         with self.lock:
@@ -174,25 +174,19 @@ class _ForkServer:
 
 
 def _pidfd(pid: int) -> int | None:
+    """A pidfd for a child just started: from then on it names that process,
+    even once some other code of this process (a waitpid(-1) in a user's
+    pytest plugin) has reaped it and its PID is another process's."""
     try:
         return os.pidfd_open(pid)
     except OSError:
-        return None             # gone already, or no pidfd here (Linux before 5.3)
+        return None             # no pidfd here (Linux before 5.3)
 
 
-def _reap(pid: int, seconds: float, fd: int | None = None) -> None:
+def _reap(pid: int, seconds: float, fd: int | None) -> None:
     """Wait for a child (the fork server, let go, or a native keeper) to
-    exit, up to `seconds`; then kill it.  `fd`: its pidfd, opened when it
-    was started (this function closes it).  Through a pidfd, a child that
-    other code of this process reaped already (a waitpid(-1) in a user's
-    pytest plugin) is never mistaken for the process that has its PID now."""
-    if fd is None:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return              # gone, and reaped: nothing to wait for
-        except OSError:
-            fd = None           # no pidfd here (Linux before 5.3)
+    exit, up to `seconds`; then kill it.  `fd`: its pidfd (`_pidfd`), which
+    this function closes."""
     try:
         if fd is not None:
             ready, _, _ = select.select([fd], [], [], seconds)
