@@ -86,6 +86,19 @@ def vgdb_fifos(pids) -> list[str]:
             and any(re.search(rf"-{pid}-by-", n) for pid in pids)]
 
 
+def execed(comm: str, fragment: str) -> int | None:
+    """The process of this test whose command line has `fragment` once it
+    runs `comm`: not a parent still between its fork and its exec, nor
+    setpriv on its way to the server."""
+    for pid in matching(fragment, True):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                return pid
+        except OSError:
+            pass
+    return None
+
+
 def scenario(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -412,7 +425,7 @@ def test_the_server_starts_with_default_signal_dispositions(tmp_path, spawn) -> 
     proc = start_harness("run", "--cmd", f"sh -c 'exec sleep {token}' {{port}}", "--detector",
                          "asan", "--out", str(tmp_path), ignore_sigint=True, env=keeper_env(spawn))
     try:
-        pid = next(iter(wait_for(lambda: matching(f"sleep {token}", True), 30, "the server")))
+        pid = wait_for(lambda: execed("sleep", token), 30, "the server")
         fields = dict(line.split(":\t", 1) for line in
                       Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
         ignorable = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP,
@@ -579,7 +592,7 @@ def test_the_server_inherits_no_descriptor_of_the_harness(tmp_path, spawn) -> No
         os.close(w)
         os.close(r)
     try:
-        pid = next(iter(wait_for(lambda: matching(f"sleep {token}", True), 30, "the server")))
+        pid = wait_for(lambda: execed("sleep", token), 30, "the server")
         fds = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
         assert sorted(fds) == ["0", "1", "2"], (fds, Path(f"/proc/{pid}/comm").read_text())
     finally:
