@@ -11,9 +11,10 @@
  *   fd 4        STATUS, write: 'started PID' | 'failed ERRNO MESSAGE' |
  *               'exit PID STATUS' | 'empty' | 'killed N' | 'error TEXT'
  *
- * It is a child subreaper in a session of its own, deaf to the terminal's
- * signals; the server gets every signal at its default disposition, an empty
- * mask and PR_SET_PDEATHSIG (SIGKILL when the keeper dies). */
+ * It is a child subreaper, deaf to the terminal's signals, in a session of
+ * its own and named leak-keeper from its exec on (posix_spawn's setsid, its
+ * file's name); the server gets every signal at its default disposition, an
+ * empty mask and PR_SET_PDEATHSIG (SIGKILL when the keeper dies). */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <dirent.h>
@@ -249,10 +250,8 @@ int main(int argc, char **argv) {
    * server. */
   if (close_range(STATUS + 1, ~0U, 0) != 0)
     for (int fd = STATUS + 1; fd < 1024; fd++) close(fd);
-  prctl(PR_SET_NAME, "leak-keeper", 0, 0, 0); /* (its file's name already) */
   fcntl(CTL, F_SETFD, FD_CLOEXEC);
   fcntl(STATUS, F_SETFD, FD_CLOEXEC);
-  setsid(); /* (the harness's posix_spawn made it a session's leader already) */
   for (size_t i = 0; i < sizeof deaf / sizeof deaf[0]; i++) signal(deaf[i], SIG_IGN);
   sigset_t chld;
   sigemptyset(&chld);
