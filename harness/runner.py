@@ -304,7 +304,8 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
     def new_server() -> Server:
         server = Server(target, run_dir, valgrind, env, options.config_templates)
         if valgrind.enabled and valgrind.tool in ("memcheck", "helgrind", "drd"):
-            server.on_hang = lambda s: vgdb.collect(s.hung_pid(), run_dir)
+            server.on_hang = lambda s: vgdb.collect(s.hung_pid(), run_dir,
+                                                    leak_check=valgrind.tool == "memcheck")
         return server
 
     server = new_server()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,29 @@ def test_server_ignoring_sigterm_is_hang_and_nothing_is_left(toy_server: Path, t
     assert data["verdict"] == "hang"
     assert data["exit"]["hung"] is True and data["exit"]["returncode"] == -9
     assert "SIGKILL" in " ".join(data["reasons"])
+    assert processes_running(f"{toy_server} ignore-term") == []
+
+
+@pytest.mark.parametrize("detector", ["memcheck", "helgrind"])
+def test_a_hang_s_threads_come_from_vgdb_and_a_leak_check_only_from_memcheck(
+        toy_server: Path, tmp_path: Path, detector: str) -> None:
+    """Before the kill, vgdb's answers go to hang.txt: every thread's stack,
+    and memcheck's leak check.  Helgrind and DRD have no leak check among
+    their monitor commands: they are not asked for one."""
+    proc = harness("run", "--cmd", f"{toy_server} ignore-term {{port}}", "--detector", detector,
+                   "--json", "-", "--out", str(tmp_path), env={"HARNESS_TIMEOUT_MULTIPLIER": "0.1"})
+    data = json.loads(proc.stdout)
+    assert data["verdict"] == "hang", data["reasons"]
+    assert data["hang"] and data["hang"][0]["stack"], data["reasons"]
+    [hang] = tmp_path.glob("*/hang.txt")
+    text = hang.read_text()
+    assert "== v.info scheduler ==" in text
+    assert "not recognised" not in text, text
+    if detector == "memcheck":
+        assert "== leak_check full reachable any ==" in text
+        assert re.search(r"LEAK SUMMARY|All heap blocks were freed", text), text
+    else:
+        assert "leak_check" not in text, text
     assert processes_running(f"{toy_server} ignore-term") == []
 
 

@@ -1,6 +1,6 @@
 """Ask a hung server's gdbserver (vgdb) what it is doing, before the harness
-kills it: every thread's status and stack, and a leak check, into hang.txt
-(parsed by logs.hangs)."""
+kills it: every thread's status and stack, and under memcheck a leak check
+(helgrind and DRD have none), into hang.txt (parsed by logs.hangs)."""
 from __future__ import annotations
 
 import shutil
@@ -20,14 +20,16 @@ def _vgdb(pid: int, prefix: Path, command: str, seconds: float) -> str:
         return f"(vgdb {command}: {exc.strerror})\n"
 
 
-def collect(pid: int, run_dir: Path, seconds: float = 10.0) -> Path | None:
-    """Ask the hung process's gdbserver for its threads and a leak check."""
+def collect(pid: int, run_dir: Path, leak_check: bool, seconds: float = 10.0) -> Path | None:
+    """Ask the hung process's gdbserver for its threads, and for a leak check
+    when its tool has one (memcheck's monitor command)."""
     if shutil.which("vgdb") is None:
         return None
     prefix = run_dir / "vgdb-pipe"     # where the server's valgrind put its FIFOs
-    text = ("== v.info scheduler ==\n" + _vgdb(pid, prefix, "v.info scheduler", seconds)
-            + "\n== leak_check full reachable any ==\n"
-            + _vgdb(pid, prefix, "leak_check full reachable any", seconds))
+    text = "== v.info scheduler ==\n" + _vgdb(pid, prefix, "v.info scheduler", seconds)
+    if leak_check:
+        text += ("\n== leak_check full reachable any ==\n"
+                 + _vgdb(pid, prefix, "leak_check full reachable any", seconds))
     path = run_dir / "hang.txt"
     try:
         path.write_text(text)
