@@ -70,6 +70,7 @@ typedef struct session {
   uv_tcp_t tcp;
   uv_shutdown_t shutdown;
   worker_t *worker;
+  list_node_t closing; /* in its worker's sessions to close, at stop */
   size_t echoed;
 } session_t;
 
@@ -180,17 +181,24 @@ static void session_start(worker_t *w, uv_os_sock_t fd) {
 }
 
 /* At stop, on the worker's thread: close this worker's sessions, found in
- * the shared registry (the seed's stop() walking sessions_). */
+ * the shared registry (the seed's stop() walking sessions_).  The walk only
+ * picks them out, and they are closed after it: closing a socket makes
+ * system calls, where the other worker may run meanwhile. */
 static void worker_close_sessions(worker_t *w) {
   server_t *server = w->server;
-  list_node_t *node, *tmp;
+  list_node_t mine, *node, *tmp;
+  list_init(&mine);
   uv_mutex_lock(&server->sessions_lock);
   LIST_FOREACH_SAFE(node, tmp, &server->sessions.tasks) {
     session_t *s = LIST_ENTRY(node, session_t, task.node);
     if (s->worker == w)
-      session_close(s);
+      list_push(&mine, &s->closing);
   }
   uv_mutex_unlock(&server->sessions_lock);
+  LIST_FOREACH_SAFE(node, tmp, &mine) {
+    list_remove(node);
+    session_close(LIST_ENTRY(node, session_t, closing));
+  }
 }
 
 /* The worker's wakeup: take the sockets handed over, then stop if told to. */
