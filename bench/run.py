@@ -274,6 +274,8 @@ def matrix_rows(serial: list[dict], parallel: list[dict], asan: dict) -> list[st
     speedup = sum(r["seconds"] for r in serial) / sum(r["seconds"] for r in parallel)
     each = [s["seconds"] / p["seconds"] for s, p in zip(serial, parallel)]   # neighbours
     failing = [r["failing"] for r in serial + parallel] + [asan["failing"]]
+    collisions = sum(r["startup_failures"] for r in parallel)
+    shared = not all(r["distinct_run_dirs"] for r in parallel)
     return [
         f"| memcheck matrix, serial ({serial[0]['cases']} cases), first and last run | "
         f"{serial[0]['seconds']:.1f} s, {serial[1]['seconds']:.1f} s | | |",
@@ -282,10 +284,8 @@ def matrix_rows(serial: list[dict], parallel: list[dict], asan: dict) -> list[st
         f"| speed-up on 2 cores (sum of the serial runs / sum of the -j 2 runs; "
         f"each serial run with the -j 2 run beside it: {each[0]:.2f}x, {each[1]:.2f}x) | "
         f"{speedup:.2f}x | at least 1.8x | {ok(speedup >= 1.8)} |",
-        f"| port collisions / shared run folders with -j 2 | "
-        f"{sum(r['startup_failures'] for r in parallel)} / "
-        f"{'none' if all(r['distinct_run_dirs'] for r in parallel) else 'SHARED'} | none | "
-        f"{ok(not any(r['startup_failures'] for r in parallel) and all(r['distinct_run_dirs'] for r in parallel))} |",
+        f"| port collisions / shared run folders with -j 2 | {collisions} / "
+        f"{'SHARED' if shared else 'none'} | none | {ok(not collisions and not shared)} |",
         f"| failing cases (serial, -j 2, -j 2, serial, ASan) | {', '.join(map(str, failing))} | 0 | "
         f"{ok(not any(failing))} |",
         f"| ASan matrix, -j 2 ({asan['cases']} cases) | {asan['seconds']:.1f} s "

@@ -304,8 +304,7 @@ def _run_claimed(target: Target, scenario: Scenario, run_dir: Path, options: Run
     def new_server() -> Server:
         server = Server(target, run_dir, valgrind, env, options.config_templates)
         if valgrind.enabled and valgrind.tool in ("memcheck", "helgrind", "drd"):
-            server.on_hang = lambda s: vgdb.collect(s.hung_pid(), run_dir,
-                                                    leak_check=valgrind.tool == "memcheck")
+            server.on_hang = lambda s: vgdb.collect(s.hung_pid(), run_dir, valgrind.tool)
         return server
 
     server = new_server()

@@ -20,14 +20,14 @@ def _vgdb(pid: int, prefix: Path, command: str, seconds: float) -> str:
         return f"(vgdb {command}: {exc.strerror})\n"
 
 
-def collect(pid: int, run_dir: Path, leak_check: bool, seconds: float = 10.0) -> Path | None:
+def collect(pid: int, run_dir: Path, tool: str, seconds: float = 10.0) -> Path | None:
     """Ask the hung process's gdbserver for its threads, and for a leak check
-    when its tool has one (memcheck's monitor command)."""
+    when its tool has that monitor command (memcheck only)."""
     if shutil.which("vgdb") is None:
         return None
     prefix = run_dir / "vgdb-pipe"     # where the server's valgrind put its FIFOs
     text = "== v.info scheduler ==\n" + _vgdb(pid, prefix, "v.info scheduler", seconds)
-    if leak_check:
+    if tool == "memcheck":
         text += ("\n== leak_check full reachable any ==\n"
                  + _vgdb(pid, prefix, "leak_check full reachable any", seconds))
     path = run_dir / "hang.txt"
