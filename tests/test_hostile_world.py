@@ -99,6 +99,15 @@ def execed(comm: str, fragment: str) -> int | None:
     return None
 
 
+def asleep(pid: int) -> bool:
+    """The process sleeps in a system call (for `sleep`: its nanosleep).
+    Just after its exec the dynamic loader still holds descriptors of its
+    own, such as /etc/ld.so.cache: a program's descriptors are read once it
+    sleeps."""
+    raw = Path(f"/proc/{pid}/stat").read_bytes()
+    return raw[raw.rfind(b")") + 2:].split()[0] == b"S"
+
+
 def scenario(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -593,6 +602,7 @@ def test_the_server_inherits_no_descriptor_of_the_harness(tmp_path, spawn) -> No
         os.close(r)
     try:
         pid = wait_for(lambda: execed("sleep", token), 30, "the server")
+        wait_for(lambda: asleep(pid), 30, "the server's sleep")
         fds = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
         assert sorted(fds) == ["0", "1", "2"], (fds, Path(f"/proc/{pid}/comm").read_text())
     finally:
