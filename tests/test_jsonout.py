@@ -83,6 +83,8 @@ def test_findings_json_is_each_findings_to_json() -> None:
     encoded = list(findings_json(findings))
     assert all(isinstance(text, Raw) for text in encoded)
     assert [json.loads(text) for text in encoded] == [f.to_json() for f in findings]
+    # Text for text what json.dumps writes of each: the same bytes, not only the same value.
+    assert encoded == [json.dumps(f.to_json()) for f in findings]
 
 
 def test_keys_that_json_would_turn_into_strings_are_refused() -> None:

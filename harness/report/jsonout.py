@@ -21,6 +21,19 @@ from typing import TextIO
 from ..model import Finding, Frame
 
 _encode = json.JSONEncoder().encode
+_string = json.encoder.encode_basestring_ascii     # what _encode does with a str
+
+
+def _value(v) -> str:
+    """One field of a finding as _encode writes it, without the dict around
+    it: 5,000 findings' ten fields, each one call, take half the time."""
+    if v is None:
+        return "null"
+    if v.__class__ is str:
+        return _string(v)
+    if v.__class__ is int:
+        return int.__repr__(v)
+    return _encode(v)
 
 
 class Raw(str):
@@ -80,9 +93,11 @@ def findings_json(findings: Iterable[Finding]) -> Iterator[Raw]:
             return "[" + ", ".join(map(encoded.__getitem__, ids)) + "]"
 
     for f in findings:
-        head = _encode({"kind": f.kind, "what": f.what, "bytes": f.bytes, "blocks": f.blocks,
-                        "direct_bytes": f.direct_bytes, "indirect_bytes": f.indirect_bytes,
-                        "pid": f.pid, "detector": f.detector, "tool_kind": f.tool_kind,
-                        "suppression": f.suppression})
-        aux = ", ".join(f'{{"what": {_encode(a.what)}, "stack": {stack(a.stack)}}}' for a in f.aux)
-        yield Raw(f'{head[:-1]}, "stack": {stack(f.stack)}, "aux": [{aux}]}}')
+        aux = ", ".join(f'{{"what": {_value(a.what)}, "stack": {stack(a.stack)}}}' for a in f.aux)
+        yield Raw(f'{{"kind": {_value(f.kind)}, "what": {_value(f.what)}, '
+                  f'"bytes": {_value(f.bytes)}, "blocks": {_value(f.blocks)}, '
+                  f'"direct_bytes": {_value(f.direct_bytes)}, '
+                  f'"indirect_bytes": {_value(f.indirect_bytes)}, "pid": {_value(f.pid)}, '
+                  f'"detector": {_value(f.detector)}, "tool_kind": {_value(f.tool_kind)}, '
+                  f'"suppression": {_value(f.suppression)}, "stack": {stack(f.stack)}, '
+                  f'"aux": [{aux}]}}')
