@@ -25,8 +25,8 @@ _string = json.encoder.encode_basestring_ascii     # what _encode does with a st
 
 
 def _value(v) -> str:
-    """One field of a finding as _encode writes it, without the dict around
-    it: 5,000 findings' ten fields, each one call, take half the time."""
+    """One field of a finding, as _encode writes it.  Ten such calls per
+    finding take about half the time of encoding a ten-key dict."""
     if v is None:
         return "null"
     if v.__class__ is str:
