@@ -5,14 +5,20 @@ import os
 from pathlib import Path
 
 
-def stat_of(pid: int) -> tuple[int, int] | None:
-    """(process group, session) of a live process; None once it is gone."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat after the command name: state, parent, group, session,
+    ...; None once the process is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    fields = raw[raw.rfind(b")") + 2:].split()
-    return (int(fields[2]), int(fields[3])) if fields[0] != b"Z" else None
+    return raw[raw.rfind(b")") + 2:].split()
+
+
+def stat_of(pid: int) -> tuple[int, int] | None:
+    """(process group, session) of a live process; None once it is gone."""
+    fields = stat_fields(pid)
+    return (int(fields[2]), int(fields[3])) if fields and fields[0] != b"Z" else None
 
 
 def matching(fragment: str | Path, servers_only: bool = False) -> dict[int, tuple[int, int]]:

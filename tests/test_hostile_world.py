@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from harness.drive.launch import ephemeral_range, free_port
-from procs import in_groups, matching, stat_of
+from procs import in_groups, matching, stat_fields, stat_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -104,8 +104,8 @@ def asleep(pid: int) -> bool:
     Just after its exec the dynamic loader still holds descriptors of its
     own, such as /etc/ld.so.cache: a program's descriptors are read once it
     sleeps."""
-    raw = Path(f"/proc/{pid}/stat").read_bytes()
-    return raw[raw.rfind(b")") + 2:].split()[0] == b"S"
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] == b"S"
 
 
 def scenario(tmp_path: Path, name: str, text: str) -> Path:
@@ -511,7 +511,7 @@ def test_one_fork_server_forks_every_keeper_and_ends_with_the_harness(toy, tmp_p
         fork_server = rows[0][4]
         assert {r[3] for r in rows} == {r[4] for r in rows} == {fork_server}
         assert Path(f"/proc/{fork_server}/comm").read_text().strip() == "leak-forkserver"
-        fields = Path(f"/proc/{fork_server}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(fork_server)
         assert int(fields[1]) == proc.pid and int(fields[3]) == fork_server  # its own session
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert children == [str(fork_server)]      # nothing else, the keepers reaped
@@ -579,7 +579,7 @@ def test_without_a_cache_folder_the_python_keeper_serves(toy, tmp_path) -> None:
     try:
         seen = up(tmp_path, toy)
         keeper = wait_for(lambda: _keeper_of(proc.pid), 30, "the keeper")
-        parent = int(Path(f"/proc/{keeper}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        parent = int(stat_fields(keeper)[1])
         assert Path(f"/proc/{parent}/comm").read_text().strip() == "leak-forkserver"
     finally:
         proc.terminate()
